@@ -1,0 +1,1 @@
+"""pollkit: submit, poll and download long-running generation jobs."""

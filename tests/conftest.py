@@ -1,0 +1,17 @@
+"""Shared fixtures: a clean environment for every test."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Variables that could change a result if a developer has them set.
+_PREFIXES = ("POLLKIT_", "MAGIC_HOUR_", "PIXY_", "PIXYZ_", "FLUX0_")
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith(_PREFIXES):
+            monkeypatch.delenv(name)

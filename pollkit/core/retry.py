@@ -1,0 +1,67 @@
+"""Which failures are worth another attempt, and how long to wait before it."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Generator
+
+from pollkit.errors import (
+    APIError,
+    ConnectError,
+    PollkitError,
+    RateLimited,
+    ReadTimeout,
+)
+from pollkit.policies import RetryPolicy
+
+__all__ = ["is_retryable", "retry_after_of", "retry_delays"]
+
+
+def is_retryable(error: BaseException, policy: RetryPolicy) -> bool:
+    """Whether `error` is transient under `policy` (the one predicate the whole library uses)."""
+    if isinstance(error, (ConnectError, ReadTimeout)):
+        return policy.retry_connection_errors
+    if isinstance(error, APIError):
+        return error.status_code in policy.statuses
+    return False
+
+
+def retry_after_of(error: BaseException | None) -> float | None:
+    """The wait a server asked for with its error, if any."""
+    if isinstance(error, RateLimited):
+        return error.retry_after
+    if isinstance(error, APIError):
+        return parse_retry_after(error.headers.get("Retry-After"))
+    return None
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header given in seconds; None for dates or garbage."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None  # HTTP-dates are rare in job APIs; treat them as no hint
+    return seconds if seconds >= 0 else None
+
+
+def retry_delays(
+    policy: RetryPolicy, rng: random.Random | None = None
+) -> Generator[float, PollkitError | None, None]:
+    """Waits between attempts, as a generator that `backoff` drives.
+
+    `backoff` sends each failure into the generator, so a Retry-After carried by the error raises
+    the wait for that attempt. Jitter is applied here (pass ``jitter=None`` to backoff).
+    """
+    rng = rng or random.Random()
+    error = yield 0.0  # priming value, discarded by backoff
+    attempt = 0
+    while True:
+        base = min(policy.initial * policy.multiplier ** min(attempt, 1000), policy.maximum)
+        delay = base * (1 + policy.jitter * (2 * rng.random() - 1))
+        hint = retry_after_of(error)
+        if hint is not None:
+            delay = max(delay, hint)
+        error = yield delay
+        attempt += 1

@@ -1,0 +1,305 @@
+"""The one place that sends HTTP requests.
+
+It owns the `aiohttp.ClientSession` (or borrows the user's), applies timeouts, retries transient
+failures with `backoff` under a `RetryPolicy`, maps every aiohttp and socket error to a pollkit
+error, and logs each exchange at debug level with secrets redacted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import backoff
+
+from pollkit import __version__
+from pollkit.core.retry import is_retryable, parse_retry_after, retry_delays
+from pollkit.errors import (
+    APIError,
+    AuthenticationError,
+    ConfigurationError,
+    ConnectError,
+    InvalidRequest,
+    NotFound,
+    PollkitError,
+    RateLimited,
+    ReadTimeout,
+    ServerError,
+    TransportError,
+)
+from pollkit.policies import RetryPolicy
+from pollkit.providers.base import Request, Response
+
+__all__ = ["Transport", "error_for_status", "redact_url", "transport_error"]
+
+_log = logging.getLogger("pollkit.http")
+
+USER_AGENT = f"pollkit/{__version__}"
+# Downloads read 1 MiB at a time; aiohttp's 64 KiB default costs ~40% throughput (DOWNLOADS.md).
+READ_BUFSIZE = 1 << 20
+
+
+def redact_url(url: str) -> str:
+    """The URL without its query string and credentials: signed URLs carry secrets there."""
+    parts = urlsplit(url)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc = f"{netloc}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def transport_error(
+    exc: BaseException, *, operation: str, job_id: str | None, url: str
+) -> PollkitError:
+    """The pollkit error for an aiohttp or socket failure (raise it ``from exc``)."""
+    where = redact_url(url)
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return ReadTimeout(f"timed out ({where})", operation=operation, job_id=job_id)
+    if isinstance(exc, aiohttp.InvalidURL):
+        return ConfigurationError(f"{operation}: invalid URL {where!r}")
+    if isinstance(exc, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError)):
+        reason = type(exc).__name__
+        return ConnectError(
+            f"connection failed: {reason} ({where})", operation=operation, job_id=job_id
+        )
+    return TransportError(f"{type(exc).__name__} ({where})", operation=operation, job_id=job_id)
+
+
+def _server_message(body: Any) -> tuple[str | None, list[Any]]:
+    """The server's message and field details, from the common error envelopes.
+
+    Handles ``{"message": ...}`` (Magic Hour, Pixy), ``{"detail": "..."}`` and
+    ``{"detail": [...]}`` (FastAPI), and ``{"detail": {"message", "details"}}`` (PiXYZ).
+    """
+    if isinstance(body, str):
+        text = body.strip().splitlines()[0] if body.strip() else None
+        return (text[:200] if text else None), []
+    if not isinstance(body, Mapping):
+        return None, []
+    detail = body.get("detail")
+    if isinstance(detail, list):
+        msgs = [str(d.get("msg", d)) if isinstance(d, Mapping) else str(d) for d in detail]
+        return "; ".join(msgs) or None, list(detail)
+    if isinstance(detail, Mapping):
+        parts = [str(detail[k]) for k in ("message", "details") if detail.get(k)]
+        return ": ".join(parts) or None, []
+    message = body.get("message")
+    if isinstance(message, str):
+        return message, list(body.get("errors") or [])
+    if isinstance(detail, str):
+        return detail, []
+    return None, []
+
+
+def error_for_status(response: Response, secrets: Iterable[str] = ()) -> APIError | None:
+    """The error a reply stands for, or None for 1xx–3xx."""
+    status = response.status
+    if status < 400:
+        return None
+    try:
+        body: Any = response.json()
+    except PollkitError:
+        body = response.body.decode("utf-8", "replace")
+    message, details = _server_message(body)
+    if message:
+        for secret in secrets:
+            if secret:
+                message = message.replace(secret, "[redacted]")
+    kwargs: dict[str, Any] = {
+        "status_code": status,
+        "server_message": message,
+        "body": body,
+        "headers": response.headers,
+        "operation": response.request.operation,
+        "job_id": response.request.job_id,
+    }
+    if status in (401, 403):
+        return AuthenticationError(**kwargs)
+    if status == 404:
+        return NotFound(**kwargs)
+    if status in (400, 422):
+        return InvalidRequest(details=details, **kwargs)
+    if status == 429:
+        return RateLimited(
+            retry_after=parse_retry_after(response.headers.get("Retry-After")), **kwargs
+        )
+    if status >= 500:
+        return ServerError(**kwargs)
+    return APIError(**kwargs)
+
+
+class Transport:
+    """Sends requests over one shared `aiohttp.ClientSession`.
+
+    Args:
+        retry: Default retry policy (a call may pass its own).
+        timeout: Seconds to wait for a connection, and for each read, before `ReadTimeout`.
+        max_connections: Total connections open at once (polls and downloads share them).
+        max_connections_per_host: Connections to one host at once.
+        session: A session of the caller's; used as it is and never closed by pollkit.
+        secrets: Strings to scrub from error messages.
+    """
+
+    def __init__(
+        self,
+        *,
+        retry: RetryPolicy,
+        timeout: float = 30.0,
+        max_connections: int = 32,
+        max_connections_per_host: int = 16,
+        session: aiohttp.ClientSession | None = None,
+        secrets: Iterable[str] = (),
+    ) -> None:
+        if timeout <= 0:
+            raise ConfigurationError(f"timeout must be > 0, got {timeout!r}")
+        if max_connections < 1 or max_connections_per_host < 1:
+            raise ConfigurationError("connection limits must be ≥ 1")
+        self.retry = retry
+        self.timeout = timeout
+        self._limits = (max_connections, max_connections_per_host)
+        self._session = session
+        self._owns_session = session is None
+        self._secrets = tuple(s for s in secrets if s)
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The session, created on first use inside the running event loop."""
+        if self._session is None:
+            total, per_host = self._limits
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=total, limit_per_host=per_host),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=self.timeout, sock_read=self.timeout
+                ),
+                headers={"User-Agent": USER_AGENT},
+                read_bufsize=READ_BUFSIZE,
+            )
+        elif self._session.closed:
+            raise ConfigurationError("the HTTP session is closed; create a new client")
+        return self._session
+
+    async def aclose(self) -> None:
+        """Close the session if pollkit created it."""
+        if self._owns_session and self._session is not None and not self._session.closed:
+            await self._session.close()
+
+    async def send(self, request: Request, *, retry: RetryPolicy | None = None) -> Response:
+        """Send `request`, retrying transient failures; return the reply.
+
+        Raises:
+            APIError: The server answered 4xx/5xx (after retries for retryable ones).
+            TransportError: No reply could be had (after retries).
+        """
+        policy = retry or self.retry
+
+        def giveup(exc: Exception) -> bool:
+            return not is_retryable(exc, policy)
+
+        def on_backoff(details: Any) -> None:
+            exc = details.get("exception")
+            _log.debug(
+                "%s %s: attempt %d failed (%s), retrying in %.3f s",
+                request.method,
+                redact_url(request.url),
+                details["tries"],
+                exc,
+                details["wait"],
+            )
+
+        attempt = backoff.on_exception(
+            retry_delays,
+            PollkitError,
+            max_tries=policy.max_attempts,
+            max_time=policy.max_elapsed,
+            giveup=giveup,
+            jitter=None,
+            on_backoff=on_backoff,
+            logger=None,
+            policy=policy,
+        )(self._send_once)
+        response: Response = await attempt(request)
+        return response
+
+    async def _send_once(self, request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            async with self.session.request(
+                request.method,
+                request.url,
+                json=request.json_body,
+                params=request.params,
+                headers=dict(request.headers),
+                allow_redirects=False,
+            ) as raw:
+                body = await raw.read()
+                response = Response(
+                    status=raw.status,
+                    headers=raw.headers,
+                    body=body,
+                    request=request,
+                )
+        except PollkitError:
+            raise
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            _log.debug(
+                "%s %s -> %s after %.1f ms",
+                request.method,
+                redact_url(request.url),
+                type(exc).__name__,
+                (time.perf_counter() - started) * 1000,
+            )
+            raise transport_error(
+                exc, operation=request.operation, job_id=request.job_id, url=request.url
+            ) from exc
+        _log.debug(
+            "%s %s -> %d (%d bytes) in %.1f ms",
+            request.method,
+            redact_url(request.url),
+            response.status,
+            len(response.body),
+            (time.perf_counter() - started) * 1000,
+        )
+        error = error_for_status(response, self._secrets)
+        if error is not None:
+            raise error
+        return response
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        url: str,
+        *,
+        operation: str,
+        job_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Open a GET whose body the caller streams. Errors are mapped; no retries here.
+
+        Raises:
+            APIError: The server answered 4xx/5xx (the body is read for the message).
+            TransportError: No reply could be had.
+        """
+        request = Request(method="GET", url=url, operation=operation, job_id=job_id)
+        try:
+            async with self.session.get(
+                url, headers=dict(headers or {}), allow_redirects=False
+            ) as raw:
+                if raw.status >= 400:
+                    body = await raw.read()
+                    reply = Response(
+                        status=raw.status, headers=raw.headers, body=body, request=request
+                    )
+                    error = error_for_status(reply, self._secrets)
+                    assert error is not None  # status ≥ 400 always maps to an error
+                    raise error
+                yield raw
+        except PollkitError:
+            raise
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise transport_error(exc, operation=operation, job_id=job_id, url=url) from exc

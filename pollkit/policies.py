@@ -1,0 +1,98 @@
+"""User-facing policies: how often to poll (`Cadence`) and how to retry a failed request
+(`RetryPolicy`). Both are frozen; `model_copy(update=...)` or a call's keyword arguments override
+a client's defaults. Durations are seconds, as a float or a `datetime.timedelta`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = ["Cadence", "RetryPolicy"]
+
+_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+def _seconds(value: Any) -> Any:
+    return value.total_seconds() if isinstance(value, timedelta) else value
+
+
+class _Policy(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Cadence(_Policy):
+    """How often to ask about a job that is not finished.
+
+    The wait before poll *n* (1-based, after the first, immediate, poll) is
+    ``initial × multiplier^(n-1)``, capped at `maximum`, spread by ±`jitter` (a fraction), never
+    shorter than a server's Retry-After hint, and never past the deadline `timeout`: the last poll
+    lands on the deadline itself.
+
+    Attributes:
+        initial: First wait, seconds.
+        maximum: Longest wait, seconds.
+        multiplier: Growth factor per poll (1 means a fixed interval).
+        jitter: Fraction of random spread, 0 ≤ jitter < 1.
+        timeout: Deadline of a wait in seconds from its start; None waits forever.
+    """
+
+    initial: float = Field(default=1.0, gt=0)
+    maximum: float = Field(default=30.0, gt=0)
+    multiplier: float = Field(default=1.5, ge=1)
+    jitter: float = Field(default=0.1, ge=0, lt=1)
+    timeout: float | None = Field(default=3 * 3600.0, gt=0)
+
+    _to_seconds = field_validator("initial", "maximum", "timeout", mode="before")(_seconds)
+
+    @model_validator(mode="after")
+    def _maximum_not_below_initial(self) -> Cadence:
+        if self.maximum < self.initial:
+            raise ValueError(f"maximum ({self.maximum}) must be ≥ initial ({self.initial})")
+        return self
+
+
+class RetryPolicy(_Policy):
+    """What to do when one request fails with a transient error.
+
+    Retried: connection errors and timeouts (when `retry_connection_errors`), and the HTTP
+    statuses in `statuses` (429 and 5xx gateway errors by default). A 429's or 503's Retry-After
+    is honoured: the wait is never shorter. Everything else fails at once.
+
+    Attributes:
+        max_attempts: Total attempts, the first included (1 disables retries).
+        initial: First wait, seconds.
+        maximum: Longest wait, seconds.
+        multiplier: Growth factor per attempt.
+        jitter: Fraction of random spread, 0 ≤ jitter < 1.
+        max_elapsed: Give up once this many seconds passed since the first attempt; None: no limit.
+        statuses: HTTP statuses worth retrying.
+        retry_connection_errors: Whether connection errors and timeouts are retried.
+    """
+
+    max_attempts: int = Field(default=5, ge=1)
+    initial: float = Field(default=0.5, ge=0)
+    maximum: float = Field(default=30.0, ge=0)
+    multiplier: float = Field(default=2.0, ge=1)
+    jitter: float = Field(default=0.2, ge=0, lt=1)
+    max_elapsed: float | None = Field(default=120.0, gt=0)
+    statuses: frozenset[int] = _RETRY_STATUSES
+    retry_connection_errors: bool = True
+
+    _to_seconds = field_validator("initial", "maximum", "max_elapsed", mode="before")(_seconds)
+
+    @field_validator("statuses")
+    @classmethod
+    def _http_statuses(cls, value: frozenset[int]) -> frozenset[int]:
+        bad = sorted(code for code in value if not 100 <= code <= 599)
+        if bad:
+            raise ValueError(f"not HTTP statuses: {bad}")
+        return value
+
+    @model_validator(mode="after")
+    def _maximum_not_below_initial(self) -> RetryPolicy:
+        if self.maximum < self.initial:
+            raise ValueError(f"maximum ({self.maximum}) must be ≥ initial ({self.initial})")
+        return self

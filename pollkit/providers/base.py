@@ -1,0 +1,149 @@
+"""What every provider is: a translator between pollkit's model and one API's wire format.
+
+A provider builds `Request`s and parses `Response`s; it never opens a socket, sleeps or retries.
+That is `pollkit.http`'s job, driven by the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pollkit.errors import ProtocolError, UnsupportedOperation
+from pollkit.models import JobState
+
+__all__ = ["Provider", "Request", "Response", "Submission"]
+
+_log = logging.getLogger("pollkit.providers")
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One HTTP request, described, not sent.
+
+    `headers` may hold credentials, so it is left out of the repr.
+    """
+
+    method: str
+    url: str
+    operation: str
+    job_id: str | None = None
+    json_body: Any = None
+    params: Mapping[str, str] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A complete HTTP reply, with the request it answers (for error messages)."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    request: Request
+
+    def json(self) -> Any:
+        """The decoded JSON body.
+
+        Raises:
+            ProtocolError: The body is not JSON.
+        """
+        try:
+            return json.loads(self.body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            ctype = self.headers.get("Content-Type", "no content type")
+            raise ProtocolError(
+                f"reply is not JSON (HTTP {self.status}, {ctype})",
+                operation=self.request.operation,
+                job_id=self.request.job_id,
+            ) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """What a submit call returned: the new job's id, and what else the API said.
+
+    Attributes:
+        job_id: The id to poll.
+        kind: The provider's job kind (``"image"``, ``"video"``…).
+        submitted_at: When the reply arrived (UTC).
+        raw: The decoded reply.
+    """
+
+    job_id: str
+    kind: str | None
+    submitted_at: datetime
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+class Provider(ABC):
+    """One API. Subclasses describe requests and parse replies; they never do I/O.
+
+    Attributes:
+        name: Short lowercase name (``"magichour"``), used in states and logs.
+        base_url: Where the API lives, without a trailing slash.
+    """
+
+    name: str
+    base_url: str
+
+    def __init__(self) -> None:
+        self._unknown_statuses_logged: set[str] = set()
+
+    @property
+    @abstractmethod
+    def secrets(self) -> Sequence[str]:
+        """Values that must never appear in a log line or an error message."""
+
+    @abstractmethod
+    def submit_request(self, spec: Mapping[str, Any]) -> Request:
+        """The request that creates a job from `spec`.
+
+        Raises:
+            ConfigurationError: The spec is invalid; nothing should be sent.
+        """
+
+    @abstractmethod
+    def parse_submission(self, response: Response, observed_at: datetime) -> Submission:
+        """The job created by a successful submit reply."""
+
+    @abstractmethod
+    def status_requests(self, job_id: str, kind: str | None) -> Sequence[Request]:
+        """Requests that read a job's status, to try in order while they answer 404.
+
+        More than one only when the kind is unknown and the API routes by kind.
+        """
+
+    @abstractmethod
+    def parse_state(
+        self, response: Response, observed_at: datetime, previous: JobState | None
+    ) -> JobState:
+        """The job state in a successful status reply.
+
+        Raises:
+            ProtocolError: The reply does not have the API's shape.
+        """
+
+    def delete_requests(self, job_id: str, kind: str | None) -> Sequence[Request]:
+        """Requests that delete a job, to try in order while they answer 404."""
+        raise UnsupportedOperation(f"{self.name} has no delete endpoint")
+
+    def cancel_request(self, job_id: str, kind: str | None) -> Request:
+        """The request that cancels a job."""
+        raise UnsupportedOperation(f"{self.name} has no cancel endpoint")
+
+    def log_unknown_status(self, native: str, job_id: str) -> None:
+        """Log an unrecognised native status once per provider (rule 1 of the status mapping)."""
+        if native not in self._unknown_statuses_logged:
+            self._unknown_statuses_logged.add(native)
+            _log.warning(
+                "%s job %s: unknown status %r, treated as not finished", self.name, job_id, native
+            )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r})"

@@ -1,1 +1,81 @@
-"""pollkit: submit, poll and download long-running generation jobs."""
+"""pollkit: submit, poll and download long-running generation jobs.
+
+async with pollkit.AsyncClient(pollkit.providers.MagicHour(api_key=...)) as client:
+    result = await client.check_result(job_id, download_directory="out")
+"""
+
+__version__ = "0.1.0"
+
+from pollkit.client import AsyncClient
+from pollkit.errors import (
+    APIError,
+    AuthenticationError,
+    ChecksumMismatch,
+    ConfigurationError,
+    ConnectError,
+    DownloadError,
+    IncompleteDownload,
+    InvalidRequest,
+    JobCanceled,
+    JobFailed,
+    JobOutcomeError,
+    NotFound,
+    PollkitError,
+    PollTimeout,
+    ProtocolError,
+    RateLimited,
+    ReadTimeout,
+    ServerError,
+    StorageError,
+    TransportError,
+    UnsafePath,
+    UnsupportedOperation,
+    URLExpired,
+)
+from pollkit.models import ErrorInfo, JobState, Output, Result, Status
+from pollkit.policies import Cadence, RetryPolicy
+from pollkit.progress import NullProgress, ProgressSink, TqdmProgress
+from pollkit.providers import MagicHour, Provider, Submission
+from pollkit.sync import Client
+
+__all__ = [
+    "APIError",
+    "AsyncClient",
+    "AuthenticationError",
+    "Cadence",
+    "ChecksumMismatch",
+    "Client",
+    "ConfigurationError",
+    "ConnectError",
+    "DownloadError",
+    "ErrorInfo",
+    "IncompleteDownload",
+    "InvalidRequest",
+    "JobCanceled",
+    "JobFailed",
+    "JobOutcomeError",
+    "JobState",
+    "MagicHour",
+    "NotFound",
+    "NullProgress",
+    "Output",
+    "PollTimeout",
+    "PollkitError",
+    "ProgressSink",
+    "ProtocolError",
+    "Provider",
+    "RateLimited",
+    "ReadTimeout",
+    "Result",
+    "RetryPolicy",
+    "ServerError",
+    "Status",
+    "StorageError",
+    "Submission",
+    "TqdmProgress",
+    "TransportError",
+    "URLExpired",
+    "UnsafePath",
+    "UnsupportedOperation",
+    "__version__",
+]

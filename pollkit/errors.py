@@ -148,7 +148,8 @@ class APIError(PollkitError):
         self.status_code = status_code
         self.server_message = server_message
         self.body = body
-        self.headers: Mapping[str, str] = dict(headers or {})
+        # Kept as given: aiohttp's header maps are case-insensitive.
+        self.headers: Mapping[str, str] = headers if headers is not None else {}
         self.operation = operation
         self.job_id = job_id
 

@@ -6,7 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from pollkit.cli import check_result, demo, sim
+from pollkit.cli import check_result as check_result
+from pollkit.cli import demo as demo
+from pollkit.cli import sim as sim
 
 __all__ = ["main"]
 

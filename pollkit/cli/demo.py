@@ -1,0 +1,166 @@
+"""`pollkit demo`: a mixed batch against the embedded simulator, end to end."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from pollkit.client import AsyncClient
+from pollkit.errors import PollkitError
+from pollkit.models import Result
+from pollkit.policies import Cadence
+from pollkit.progress import TqdmProgress
+from pollkit.providers.magichour import MagicHour
+from pollkit.sim import SCENARIOS, Simulator
+
+__all__ = ["demo_specs", "register"]
+
+_PROMPTS = (
+    "a lighthouse in a thunderstorm",
+    "a paper boat drifting down a gutter",
+    "a fox reading a newspaper",
+    "neon koi in a night market",
+    "a glacier calving at dawn",
+    "a robot watering tomatoes",
+)
+
+
+def demo_specs(count: int) -> list[dict[str, Any]]:
+    """`count` Magic Hour specs cycling through an image job (1 or 2 images), a text-to-video
+    job and an animation job."""
+    specs: list[dict[str, Any]] = []
+    for i in range(count):
+        base = {"name": f"demo-{i}"}
+        prompt = _PROMPTS[i % len(_PROMPTS)]
+        if i % 3 == 0:
+            spec = {
+                "tool": "ai-image-generator",
+                "image_count": 1 + i % 2,
+                "style": {"prompt": prompt},
+            }
+        elif i % 3 == 1:
+            spec = {"tool": "text-to-video", "end_seconds": 5, "style": {"prompt": prompt}}
+        else:
+            spec = {
+                "tool": "animation",
+                "fps": 12,
+                "end_seconds": 3,
+                "width": 512,
+                "height": 512,
+                "style": {
+                    "art_style": "Painterly Illustration",
+                    "camera_effect": "Simple Zoom In",
+                    "prompt_type": "custom",
+                    "prompt": prompt,
+                    "transition_speed": 5,
+                },
+                "assets": {"audio_source": "none"},
+            }
+        specs.append(base | spec)
+    return specs
+
+
+def register(sub: Any) -> None:
+    """Add the `demo` subcommand."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "demo",
+        help="run a demo batch against the embedded simulator",
+        description=(
+            "Start the embedded simulator, submit a mixed batch of image and video jobs (a few "
+            "of them fail or are canceled on purpose), wait for them with progress bars, "
+            "download the outputs and print a summary."
+        ),
+    )
+    parser.add_argument("--jobs", type=int, default=12, help="how many jobs (default 12)")
+    parser.add_argument("--out", default="pollkit-demo", help="download directory")
+    parser.add_argument("--seed", type=int, default=7, help="simulator seed")
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=SCENARIOS["demo"].time_scale,
+        help="simulated seconds per real second (default %(default)s: jobs take 1–4 s)",
+    )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="progress bars on stderr",
+    )
+    parser.set_defaults(func=run)
+
+
+async def _one(
+    client: AsyncClient, spec: dict[str, Any], job_id: str, kind: str | None, out: Path, sink: Any
+) -> Result | PollkitError:
+    try:
+        return await client.check_result(job_id, download_directory=out, kind=kind, progress=sink)
+    except PollkitError as exc:
+        return exc
+
+
+async def _demo(args: argparse.Namespace) -> list[tuple[str, str, Result | PollkitError]]:
+    out = Path(args.out)
+    scenario = SCENARIOS["demo"].model_copy(
+        update={"seed": args.seed, "time_scale": args.time_scale}
+    )
+    specs = demo_specs(args.jobs)
+    async with Simulator(scenario) as sim:
+        provider = MagicHour(api_key=sim.api_key, base_url=sim.url)
+        cadence = Cadence(initial=0.25, maximum=1.0, timeout=120)
+        sink = TqdmProgress(file=sys.stderr, disable=not args.progress)
+        try:
+            async with AsyncClient(provider, cadence=cadence, seed=args.seed) as client:
+                submitted = []
+                for i, spec in enumerate(specs):
+                    # Every fifth job fails and every seventh is canceled, so the demo shows them.
+                    if i % 5 == 3:
+                        sim.plan_next(outcome="error")
+                    elif i % 7 == 5:
+                        sim.plan_next(outcome="canceled")
+                    submission = await client.submit(spec)
+                    submitted.append((spec, submission))
+                sink.add_jobs(len(submitted))
+                results = await asyncio.gather(
+                    *(_one(client, spec, s.job_id, s.kind, out, sink) for spec, s in submitted)
+                )
+        finally:
+            sink.close()
+    return [
+        (str(spec["tool"]), s.job_id, r) for (spec, s), r in zip(submitted, results, strict=True)
+    ]
+
+
+def _table(rows: list[tuple[str, str, Result | PollkitError]], out: Path) -> str:
+    header = ("job", "tool", "status", "polls", "files")
+    lines = []
+    for tool, job_id, result in rows:
+        if isinstance(result, Result):
+            status = result.status.value
+            if result.state.error:
+                status += f" ({result.state.error.message})"
+            lines.append(
+                (job_id, tool, status, str(result.polls), str(len(result.downloaded_paths)))
+            )
+        else:
+            lines.append((job_id, tool, f"failed: {result}", "-", "0"))
+    widths = [max(len(r[c]) for r in [header, *lines]) for c in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    files = sum(len(r.downloaded_paths) for _, _, r in rows if isinstance(r, Result))
+    text = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    text += [fmt.format(*line) for line in lines]
+    text.append(f"\n{len(rows)} jobs, {files} files in {out.resolve()}")
+    return "\n".join(text)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo; 0 when every job ended as planned and every output was saved."""
+    if args.jobs < 1 or args.time_scale <= 0:
+        print("pollkit demo: --jobs must be ≥ 1 and --time-scale > 0", file=sys.stderr)
+        return 2
+    rows = asyncio.run(_demo(args))
+    print(_table(rows, Path(args.out)))
+    broken = [r for _, _, r in rows if not isinstance(r, Result)]
+    return 1 if broken else 0

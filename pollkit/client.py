@@ -1,0 +1,249 @@
+"""`AsyncClient`: the public async API."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from pollkit import download
+from pollkit.engine import Engine
+from pollkit.errors import ConfigurationError
+from pollkit.http import Transport
+from pollkit.models import JobState, Result, Status
+from pollkit.policies import Cadence, RetryPolicy
+from pollkit.progress import NullProgress, ProgressSink, TqdmProgress
+from pollkit.providers.base import Provider, Submission
+
+__all__ = ["AsyncClient"]
+
+
+class AsyncClient:
+    """Submit jobs to one provider, wait for them and download their outputs.
+
+    Use it as ``async with AsyncClient(provider) as client:`` so the HTTP session is closed.
+
+    Args:
+        provider: The API to talk to, e.g. ``MagicHour(api_key=..., base_url=...)``.
+        cadence: Default polling policy.
+        retry: Default retry policy for polls and downloads.
+        timeout: Seconds to wait for a connection or a read before giving up on one attempt.
+        max_connections: Connections open at once, polls and downloads together.
+        session: An `aiohttp.ClientSession` of yours; pollkit uses it and never closes it.
+        name_template: How downloaded files are named (fields: job_id, index, name, ext).
+        seed: Seed for the jitter, for reproducible schedules.
+
+    Raises:
+        ConfigurationError: An argument is invalid.
+    """
+
+    def __init__(
+        self,
+        provider: Provider,
+        *,
+        cadence: Cadence | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float = 30.0,
+        max_connections: int = 32,
+        session: aiohttp.ClientSession | None = None,
+        name_template: str = download.DEFAULT_NAME_TEMPLATE,
+        seed: int | None = None,
+    ) -> None:
+        if not isinstance(provider, Provider):
+            raise ConfigurationError(f"provider must be a pollkit Provider, got {provider!r}")
+        self.provider = provider
+        self.cadence = cadence or Cadence()
+        self.name_template = name_template
+        self._transport = Transport(
+            retry=retry or RetryPolicy(),
+            timeout=timeout,
+            max_connections=max_connections,
+            max_connections_per_host=max_connections,
+            session=session,
+            secrets=provider.secrets,
+        )
+        self._engine = Engine(provider, self._transport, rng=random.Random(seed))
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP session pollkit created (a session passed in stays open)."""
+        await self._transport.aclose()
+
+    def _cadence(self, timeout: float | None, cadence: Cadence | None) -> Cadence:
+        chosen = cadence or self.cadence
+        if timeout is not None:
+            if timeout <= 0:
+                raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout!r}")
+            chosen = chosen.model_copy(update={"timeout": float(timeout)})
+        return chosen
+
+    async def submit(self, spec: Mapping[str, Any]) -> Submission:
+        """Create a job.
+
+        Returns:
+            The new job's id and kind.
+
+        Raises:
+            ConfigurationError: The spec is invalid (nothing was sent).
+            APIError: The server refused it.
+        """
+        return await self._engine.submit(spec)
+
+    async def get(self, job_id: str, *, kind: str | None = None) -> JobState:
+        """Read a job's state once.
+
+        Raises:
+            NotFound: No such job.
+            APIError, TransportError: The request failed (after retries for transient errors).
+        """
+        state, _ = await self._engine.observe(job_id, kind)
+        return state
+
+    async def wait(
+        self,
+        job_id: str,
+        *,
+        kind: str | None = None,
+        timeout: float | None = None,
+        cadence: Cadence | None = None,
+    ) -> JobState:
+        """Poll until the job is terminal and return its final state.
+
+        Args:
+            job_id: The job.
+            kind: The provider's job kind when known (saves a request on some APIs).
+            timeout: Deadline in seconds; overrides the cadence's.
+            cadence: Polling policy for this call.
+
+        Raises:
+            PollTimeout: Not terminal by the deadline (carries the last state).
+        """
+        watch = await self._engine.wait(job_id, kind, cadence=self._cadence(timeout, cadence))
+        return watch.state
+
+    async def cancel(self, job_id: str, *, kind: str | None = None) -> None:
+        """Cancel a job.
+
+        Raises:
+            UnsupportedOperation: The API cannot cancel jobs (Magic Hour cannot).
+        """
+        await self._engine.cancel(job_id, kind)
+
+    async def delete(self, job_id: str, *, kind: str | None = None) -> None:
+        """Delete a job and its outputs on the server."""
+        await self._engine.delete(job_id, kind)
+
+    async def check_result(
+        self,
+        job_id: str,
+        wait_for_completion: bool = True,
+        download_outputs: bool = True,
+        download_directory: str | os.PathLike[str] | None = None,
+        *,
+        kind: str | None = None,
+        timeout: float | None = None,
+        cadence: Cadence | None = None,
+        progress: bool | ProgressSink = False,
+        submitted_at: datetime | None = None,
+    ) -> Result:
+        """Read a job, optionally wait for it to finish and download its outputs.
+
+        A job that ends in `error` or `canceled` is returned, not raised: call
+        `Result.raise_for_status()` for an exception.
+
+        Args:
+            job_id: The job.
+            wait_for_completion: Poll until the job is terminal; otherwise read it once.
+            download_outputs: Download the outputs of a completed job.
+            download_directory: Where to put them (created if missing; default: the current
+                directory).
+            kind: The provider's job kind when known.
+            timeout: Deadline of the wait in seconds; overrides the cadence's.
+            cadence: Polling policy for this call.
+            progress: True for tqdm bars, or a `ProgressSink` of your own.
+            submitted_at: When the job was submitted, to report on the `Result`.
+
+        Raises:
+            PollTimeout: Not terminal by the deadline.
+            APIError, TransportError: A request failed after its retries.
+            DownloadError: An output could not be saved.
+        """
+        chosen = self._cadence(timeout, cadence)
+        sink: ProgressSink
+        if progress is True:
+            sink = TqdmProgress(jobs=False)
+        elif progress is False:
+            sink = NullProgress()
+        else:
+            sink = progress
+        try:
+            if wait_for_completion:
+                watch = await self._engine.wait(
+                    job_id,
+                    kind,
+                    cadence=chosen,
+                    on_state=lambda s: sink.job_status(job_id, s.status),
+                )
+                state, polls = watch.state, watch.polls
+            else:
+                state, polls = await self.get(job_id, kind=kind), 1
+            finished = state.observed_at if state.is_terminal else None
+            paths: tuple[Path, ...] = ()
+            digests: tuple[str, ...] = ()
+            if download_outputs and wait_for_completion and state.status is Status.COMPLETE:
+                saved = await download.download_outputs(
+                    self._transport,
+                    state,
+                    download_directory if download_directory is not None else os.curdir,
+                    template=self.name_template,
+                    progress=sink,
+                )
+                paths = tuple(f.path for f in saved)
+                digests = tuple(f.sha256 for f in saved)
+        finally:
+            if progress is True:
+                sink.close()
+        return Result(
+            state=state,
+            downloaded_paths=paths,
+            sha256=digests,
+            polls=polls,
+            submitted_at=submitted_at,
+            finished_at=finished,
+            noticed_at=finished,
+        )
+
+    async def submit_and_check(
+        self,
+        spec: Mapping[str, Any],
+        download_directory: str | os.PathLike[str] | None = None,
+        **kwargs: Any,
+    ) -> Result:
+        """Submit a job, wait for it and download its outputs: `submit` then `check_result`."""
+        submission = await self.submit(spec)
+        return await self.check_result(
+            submission.job_id,
+            download_directory=download_directory,
+            kind=submission.kind,
+            submitted_at=submission.submitted_at,
+            **kwargs,
+        )
+
+    def __repr__(self) -> str:
+        return f"AsyncClient({self.provider!r})"

@@ -1,0 +1,147 @@
+"""The engine: submits jobs, polls them on a cadence, hands finished ones to the downloader.
+
+Today it drives one wait per call; the batch scheduler (one heap of next-poll times for
+thousands of jobs) will grow here, behind the same methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from pollkit.core.cadence import PollHints, next_poll_delay
+from pollkit.core.retry import parse_retry_after
+from pollkit.errors import NotFound, PollTimeout
+from pollkit.http import Transport
+from pollkit.models import JobState
+from pollkit.policies import Cadence, RetryPolicy
+from pollkit.providers.base import Provider, Request, Response, Submission
+
+__all__ = ["Engine", "Watch"]
+
+StateCallback = Callable[[JobState], None]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """The end of a wait: the last state and how many polls it took."""
+
+    state: JobState
+    polls: int
+
+
+class Engine:
+    """Drives one provider's jobs over one transport.
+
+    Args:
+        provider: The API.
+        transport: Sends the requests.
+        rng: Source of jitter (seed it for reproducible schedules).
+        clock: Monotonic seconds; injectable so the cadence can be tested without waiting.
+    """
+
+    def __init__(
+        self,
+        provider: Provider,
+        transport: Transport,
+        *,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.provider = provider
+        self.transport = transport
+        self._rng = rng or random.Random()
+        self._clock = clock
+
+    async def submit(
+        self, spec: Mapping[str, Any], *, retry: RetryPolicy | None = None
+    ) -> Submission:
+        """Create a job.
+
+        By default only a 429 is retried: it proves the server did not take the job, whereas a
+        5xx or a broken connection may hide a job that was created (and paid for). Pass `retry`
+        to choose otherwise.
+        """
+        request = self.provider.submit_request(spec)
+        if retry is None:
+            retry = self.transport.retry.model_copy(
+                update={"statuses": frozenset({429}), "retry_connection_errors": False}
+            )
+        response = await self.transport.send(request, retry=retry)
+        return self.provider.parse_submission(response, _utcnow())
+
+    async def _first_found(self, requests: list[Request]) -> Response:
+        """Send each request in turn while the previous one answered 404."""
+        for request in requests[:-1]:
+            try:
+                return await self.transport.send(request)
+            except NotFound:
+                continue
+        return await self.transport.send(requests[-1])
+
+    async def observe(
+        self, job_id: str, kind: str | None = None, previous: JobState | None = None
+    ) -> tuple[JobState, PollHints]:
+        """Poll once: the job's state, and the timing hints of the reply."""
+        requests = list(self.provider.status_requests(job_id, kind))
+        response = await self._first_found(requests)
+        state = self.provider.parse_state(response, _utcnow(), previous)
+        hints = PollHints(
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            eta_seconds=state.eta_seconds,
+        )
+        return state, hints
+
+    async def wait(
+        self,
+        job_id: str,
+        kind: str | None,
+        *,
+        cadence: Cadence,
+        on_state: StateCallback | None = None,
+    ) -> Watch:
+        """Poll until the job is terminal.
+
+        Raises:
+            PollTimeout: The cadence's deadline passed first (carries the last state).
+            APIError, TransportError: A poll failed after its retries.
+        """
+        started = self._clock()
+        state, hints = await self.observe(job_id, kind)
+        polls = 1
+        if on_state:
+            on_state(state)
+        while not state.is_terminal:
+            delay = next_poll_delay(
+                cadence,
+                polls=polls,
+                elapsed=self._clock() - started,
+                hints=hints,
+                rand=self._rng.random(),
+            )
+            if delay is None:
+                assert cadence.timeout is not None  # only a deadline stops the cadence
+                raise PollTimeout(job_id=job_id, timeout=cadence.timeout, state=state)
+            await asyncio.sleep(delay)
+            state, hints = await self.observe(job_id, state.kind or kind, previous=state)
+            polls += 1
+            if on_state:
+                on_state(state)
+        return Watch(state=state, polls=polls)
+
+    async def delete(self, job_id: str, kind: str | None = None) -> None:
+        """Delete a job."""
+        await self._first_found(list(self.provider.delete_requests(job_id, kind)))
+
+    async def cancel(self, job_id: str, kind: str | None = None) -> None:
+        """Cancel a job."""
+        await self.transport.send(self.provider.cancel_request(job_id, kind))

@@ -1,0 +1,110 @@
+"""Progress sinks. The library reports progress only to a sink it is given; by default there is
+none. `TqdmProgress` draws bars (``tqdm.auto``, so notebooks get widgets).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Protocol
+
+from pollkit.models import Status
+
+__all__ = ["NullProgress", "ProgressSink", "TqdmProgress"]
+
+
+class ProgressSink(Protocol):
+    """Receives progress; every method must be cheap and must not raise."""
+
+    def add_jobs(self, count: int) -> None:
+        """`count` more jobs are tracked."""
+
+    def job_status(self, job_id: str, status: Status) -> None:
+        """A job's status is now `status` (reported on every change)."""
+
+    def add_bytes_total(self, count: int) -> None:
+        """`count` more bytes are expected."""
+
+    def advance_bytes(self, count: int) -> None:
+        """`count` more bytes were written."""
+
+    def close(self) -> None:
+        """No more progress will come."""
+
+
+class NullProgress:
+    """A sink that ignores everything."""
+
+    def add_jobs(self, count: int) -> None:
+        """Ignore."""
+
+    def job_status(self, job_id: str, status: Status) -> None:
+        """Ignore."""
+
+    def add_bytes_total(self, count: int) -> None:
+        """Ignore."""
+
+    def advance_bytes(self, count: int) -> None:
+        """Ignore."""
+
+    def close(self) -> None:
+        """Ignore."""
+
+
+class TqdmProgress:
+    """Two bars: jobs finished (with counts per status) and bytes downloaded.
+
+    Args:
+        jobs: Whether to draw the jobs bar (a single `check_result` only needs bytes).
+        **tqdm_kwargs: Passed to both bars (e.g. ``file=``, ``disable=``).
+    """
+
+    def __init__(self, *, jobs: bool = True, **tqdm_kwargs: Any) -> None:
+        from tqdm.auto import tqdm
+
+        self._statuses: dict[str, Status] = {}
+        self._jobs = (
+            tqdm(total=0, desc="jobs", unit="job", position=0, **tqdm_kwargs) if jobs else None
+        )
+        self._bytes = tqdm(
+            total=0,
+            desc="download",
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            position=1 if jobs else 0,
+            **tqdm_kwargs,
+        )
+
+    def add_jobs(self, count: int) -> None:
+        """Grow the jobs bar's total."""
+        if self._jobs is not None:
+            self._jobs.total = (self._jobs.total or 0) + count
+            self._jobs.refresh()
+
+    def job_status(self, job_id: str, status: Status) -> None:
+        """Count the job as finished when terminal; show counts per status."""
+        previous = self._statuses.get(job_id)
+        if previous is status:
+            return
+        self._statuses[job_id] = status
+        if self._jobs is None:
+            return
+        if status.is_terminal and (previous is None or not previous.is_terminal):
+            self._jobs.update(1)
+        counts = Counter(s.value for s in self._statuses.values())
+        self._jobs.set_postfix(dict(sorted(counts.items())), refresh=True)
+
+    def add_bytes_total(self, count: int) -> None:
+        """Grow the bytes bar's total."""
+        self._bytes.total = (self._bytes.total or 0) + count
+        self._bytes.refresh()
+
+    def advance_bytes(self, count: int) -> None:
+        """Advance the bytes bar (tqdm itself rate-limits the redraws)."""
+        self._bytes.update(count)
+
+    def close(self) -> None:
+        """Close the bars."""
+        if self._jobs is not None:
+            self._jobs.close()
+        self._bytes.close()

@@ -1,0 +1,20 @@
+"""pollkit's embedded simulator: real HTTP servers that speak the vendors' job APIs.
+
+Tests, the demo and benchmarks run against it instead of the real services::
+
+    from pollkit.sim import SCENARIOS, Simulator
+
+    async with Simulator(SCENARIOS["fast"]) as sim:
+        sim.plan_next(outcome="error")      # the next job fails
+        ...                                 # point a client at sim.url with sim.api_key
+        sim.stats()                         # what the server saw and did
+
+Dialects: Magic Hour (``/v1/...``). Control routes live under ``/_sim/`` and output files
+under ``/_sim/files/``.
+"""
+
+from pollkit.sim.clock import SimClock
+from pollkit.sim.scenario import SCENARIOS, Scenario
+from pollkit.sim.server import Simulator, ThreadedSimulator
+
+__all__ = ["SCENARIOS", "Scenario", "SimClock", "Simulator", "ThreadedSimulator"]

@@ -1,0 +1,215 @@
+"""The aiohttp application: dialect routes, signed file downloads, control routes, faults, stats.
+
+Routes under ``/_sim/`` other than files are the control surface (stats, plans, faults,
+cancellation). They need no auth, never fail on purpose and are not counted in the stats, so
+that watching the simulator does not change what it reports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import struct
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pollkit.sim import magichour
+from pollkit.sim.faults import FaultInjector, format_retry_after, reason
+from pollkit.sim.files import stream_file
+from pollkit.sim.state import STATE, SimState
+
+__all__ = ["FAULTS", "InjectRequest", "PlanRequest", "build_app"]
+
+logger = logging.getLogger("pollkit.sim")
+
+#: Where the application keeps its `FaultInjector`.
+FAULTS: web.AppKey[FaultInjector] = web.AppKey("pollkit_sim_faults", FaultInjector)
+
+_CONTROL_PREFIX = "/_sim/"
+_FILES_PREFIX = "/_sim/files/"
+
+
+class PlanRequest(BaseModel):
+    """Body of ``POST /_sim/plan``; the arguments of `Simulator.plan_next`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    outcome: Literal["complete", "error", "canceled", "draft"] | None = "error"
+    queue_delay: float | None = Field(default=None, ge=0)
+    render_time: float | None = Field(default=None, ge=0)
+    count: int = Field(default=1, ge=1)
+
+
+class InjectRequest(BaseModel):
+    """Body of ``POST /_sim/inject``; the arguments of `Simulator.inject`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    status: int = Field(default=500, ge=100, le=599)
+    count: int = Field(default=3, ge=1)
+    path_prefix: str = "/v1/"
+    method: str | None = None
+    retry_after: float | None = Field(default=None, ge=0)
+    kind: Literal["status", "reset"] = "status"
+
+
+def _message(status: int, text: str, headers: dict[str, str] | None = None) -> web.Response:
+    if status in (204, 304) or status < 200:
+        return web.Response(status=status, headers=headers)  # these statuses carry no body
+    return web.json_response({"message": text}, status=status, headers=headers)
+
+
+def _route_key(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    template = resource.canonical if resource is not None else request.path
+    return f"{request.method} {template}"
+
+
+def _abort(request: web.Request) -> None:
+    # SO_LINGER 0 turns the close into a TCP reset, which clients see as a transport error.
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        # The peer may already be gone; closing is all that matters then.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+@web.middleware
+async def _faults_and_counters(request: web.Request, handler: Any) -> web.StreamResponse:
+    path = request.path
+    if path.startswith(_CONTROL_PREFIX) and not path.startswith(_FILES_PREFIX):
+        response: web.StreamResponse = await handler(request)
+        return response
+    state = request.app[STATE]
+    route = _route_key(request)
+    fault = request.app[FAULTS].pick(
+        request.method, path, allow_random=not path.startswith(_CONTROL_PREFIX)
+    )
+    if fault is not None:
+        if fault.kind == "reset":
+            state.count_request(route, "reset", injected=True)
+            logger.debug("fault: reset %s %s", request.method, path)
+            _abort(request)
+            return web.Response(status=500)  # never sent: the connection is already gone
+        headers = None
+        if fault.retry_after is not None:
+            headers = {"Retry-After": format_retry_after(fault.retry_after)}
+        state.count_request(route, str(fault.status), injected=True)
+        logger.debug("fault: %s for %s %s", fault.status, request.method, path)
+        return _message(fault.status, reason(fault.status), headers)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        # Unknown paths and methods answer in the API's own error shape, not aiohttp's text.
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        response = _message(exc.status, exc.reason, headers)
+    state.count_request(route, str(response.status), injected=False)
+    return response
+
+
+async def _file(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    refusal = state.check_signature(
+        request.path, request.query.get("expires"), request.query.get("sig")
+    )
+    if refusal == "expired":
+        return _message(403, "Request has expired")
+    if refusal is not None:
+        return _message(403, "Signature does not match")
+    job = state.jobs.get(request.match_info["job_id"])
+    now = state.clock.now()
+    finished = job.finished_at(now) if job is not None else None
+    if job is None or job.deleted or job.status(now) != "complete" or finished is None:
+        return _message(404, "Not Found")
+    name = request.match_info["name"]
+    output = next((o for o in job.outputs if o.name == name), None)
+    if output is None:
+        return _message(404, "Not Found")
+    info, data = state.files.get(job.id, output.index, output.name, output.media_type)
+    return await stream_file(
+        request,
+        info,
+        data,
+        modified_at=state.clock.wall(finished),
+        on_bytes=state.count_file_bytes,
+    )
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise web.HTTPBadRequest(reason="body is not JSON") from exc
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(reason="body must be a JSON object")
+    return body
+
+
+def _invalid(exc: ValidationError) -> web.Response:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "body"
+    return _message(400, f"{where}: {first['msg']}")
+
+
+async def _stats(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STATE].stats())
+
+
+async def _plan(request: web.Request) -> web.Response:
+    try:
+        plan = PlanRequest.model_validate(await _json_body(request))
+    except ValidationError as exc:
+        return _invalid(exc)
+    except web.HTTPBadRequest as exc:
+        return _message(400, exc.reason)
+    request.app[STATE].plan(plan.outcome, plan.queue_delay, plan.render_time, plan.count)
+    return web.json_response({"planned": plan.model_dump()})
+
+
+async def _inject(request: web.Request) -> web.Response:
+    try:
+        rule = InjectRequest.model_validate(await _json_body(request))
+        request.app[FAULTS].add(**rule.model_dump())
+    except ValidationError as exc:
+        return _invalid(exc)
+    except (ValueError, web.HTTPBadRequest) as exc:
+        return _message(400, exc.reason if isinstance(exc, web.HTTPBadRequest) else str(exc))
+    return web.json_response({"injected": rule.model_dump()})
+
+
+async def _cancel(request: web.Request) -> web.Response:
+    job_id = request.match_info["id"]
+    try:
+        status = request.app[STATE].cancel(job_id)
+    except KeyError:
+        return _message(404, "Not Found")
+    return web.json_response({"id": job_id, "status": status})
+
+
+def build_app(state: SimState, faults: FaultInjector) -> web.Application:
+    """The simulator's aiohttp application.
+
+    Args:
+        state: Jobs, files and counters to serve.
+        faults: Decides which requests fail on purpose.
+    """
+    app = web.Application(middlewares=[_faults_and_counters])
+    app[STATE] = state
+    app[FAULTS] = faults
+    magichour.add_routes(app)
+    app.router.add_get("/_sim/files/{job_id}/{name}", _file)  # HEAD is added with GET
+    app.router.add_get("/_sim/stats", _stats)
+    app.router.add_post("/_sim/plan", _plan)
+    app.router.add_post("/_sim/inject", _inject)
+    app.router.add_post("/_sim/jobs/{id}/cancel", _cancel)
+    return app

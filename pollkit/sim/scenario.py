@@ -1,0 +1,119 @@
+"""What a simulated service does: durations, outcomes, faults and file sizes, all from one seed."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = ["SCENARIOS", "Scenario"]
+
+
+def _as_range(value: Any) -> Any:
+    # A single number means a constant duration; keep one representation internally.
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (float(value), float(value))
+    if isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+class Scenario(BaseModel):
+    """How the simulator behaves. Everything random derives from `seed`.
+
+    Durations are in simulated seconds; the simulator's clock runs `time_scale` simulated
+    seconds per real second, so with ``time_scale=1000`` a 30 s render takes 30 ms.
+
+    Attributes:
+        seed: Seed of every random choice (durations, outcomes, file bytes, ids, faults).
+        time_scale: Simulated seconds per real second.
+        queue_delay: Time a job stays `queued`, drawn uniformly from this range (a single
+            number means a constant).
+        render_time: Time a job stays `rendering`, drawn the same way.
+        failure_rate: Probability that a job ends in `error`.
+        cancel_rate: Probability that a job ends in `canceled`.
+        url_ttl: Simulated seconds a download URL stays valid after the GET that issued it.
+        image_size: Width and height of generated PNG images.
+        video_bytes: Size of each generated video file.
+        http_error_rate: Probability that an API request answers a random 500/502/503/504.
+        rate_limit_rate: Probability that an API request answers 429 with ``Retry-After``.
+        retry_after: Value of that ``Retry-After`` header, in real seconds.
+        deleted_read: What a GET of a deleted project shows: the project with
+            ``enabled: false`` (``"disabled"``) or 404 (``"not_found"``).
+        basename: Download URL file names: ``"per_project"`` (``output-0.png`` in every
+            project, so naive clients collide) or ``"unique"`` (``<id>-0.png``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seed: int = 0
+    time_scale: float = Field(default=1.0, gt=0)
+    queue_delay: tuple[float, float] = (1.0, 3.0)
+    render_time: tuple[float, float] = (5.0, 20.0)
+    failure_rate: float = Field(default=0.0, ge=0, le=1)
+    cancel_rate: float = Field(default=0.0, ge=0, le=1)
+    url_ttl: float = Field(default=86400.0, gt=0)
+    image_size: tuple[int, int] = (256, 256)
+    video_bytes: int = Field(default=256 * 1024, ge=64)
+    http_error_rate: float = Field(default=0.0, ge=0, le=1)
+    rate_limit_rate: float = Field(default=0.0, ge=0, le=1)
+    retry_after: float = Field(default=1.0, ge=0)
+    deleted_read: Literal["disabled", "not_found"] = "disabled"
+    basename: Literal["per_project", "unique"] = "per_project"
+
+    @field_validator("queue_delay", "render_time", mode="before")
+    @classmethod
+    def _coerce_range(cls, value: Any) -> Any:
+        return _as_range(value)
+
+    @field_validator("queue_delay", "render_time")
+    @classmethod
+    def _check_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if low < 0 or high < low:
+            raise ValueError(
+                f"must be a number >= 0 or a range (low, high) with 0 <= low <= high, got {value}"
+            )
+        return value
+
+    @field_validator("image_size")
+    @classmethod
+    def _check_size(cls, value: tuple[int, int]) -> tuple[int, int]:
+        width, height = value
+        if not (1 <= width <= 8192 and 1 <= height <= 8192):
+            raise ValueError(f"width and height must be between 1 and 8192, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_rates(self) -> Scenario:
+        # Each draw picks at most one outcome / one fault, so the probabilities must fit in 1.
+        if self.failure_rate + self.cancel_rate > 1:
+            raise ValueError("failure_rate + cancel_rate must not exceed 1")
+        if self.http_error_rate + self.rate_limit_rate > 1:
+            raise ValueError("http_error_rate + rate_limit_rate must not exceed 1")
+        return self
+
+    def replace(self, **changes: Any) -> Scenario:
+        """A copy with some fields changed, validated like a new scenario.
+
+        Raises:
+            pydantic.ValidationError: A changed value is invalid.
+        """
+        return Scenario(**{**self.model_dump(), **changes})
+
+
+SCENARIOS: dict[str, Scenario] = {
+    # Close to the real service: seconds in the queue, tens of seconds rendering.
+    "default": Scenario(),
+    # For tests: the same shape, a thousand times faster (a job takes 6–23 ms).
+    "fast": Scenario(time_scale=1000.0),
+    # For the README demo: jobs take about 1–4 real seconds and some fail, so a dozen jobs
+    # show progress bars moving at different speeds and a few failures.
+    "demo": Scenario(
+        time_scale=5.0, queue_delay=(1.0, 4.0), render_time=(4.0, 16.0), failure_rate=0.15
+    ),
+    # For retry logic: fast, with transient server errors and rate limiting.
+    "flaky": Scenario(
+        time_scale=1000.0, http_error_rate=0.05, rate_limit_rate=0.03, retry_after=0.05
+    ),
+}

@@ -1,0 +1,365 @@
+"""`Simulator` (async context manager) and `ThreadedSimulator` (the same, for sync code)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import threading
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+
+from pollkit.sim.app import InjectRequest, PlanRequest, build_app
+from pollkit.sim.clock import SimClock
+from pollkit.sim.faults import FaultInjector
+from pollkit.sim.scenario import SCENARIOS, Scenario
+from pollkit.sim.state import SimState
+
+__all__ = ["Simulator", "ThreadedSimulator"]
+
+logger = logging.getLogger("pollkit.sim")
+
+# How long shutdown waits for requests still in flight (a stalled download, say).
+_SHUTDOWN_TIMEOUT = 1.0
+
+
+def _resolve(scenario: Scenario | str | None) -> Scenario:
+    if scenario is None:
+        return SCENARIOS["default"]
+    if isinstance(scenario, str):
+        try:
+            return SCENARIOS[scenario]
+        except KeyError:
+            known = ", ".join(sorted(SCENARIOS))
+            raise ValueError(f"unknown scenario {scenario!r}; known: {known}") from None
+    return scenario
+
+
+class Simulator:
+    """A local HTTP server that speaks the vendors' job APIs, driven by a `Scenario`.
+
+    Use it as an async context manager; it listens once entered::
+
+        async with Simulator(SCENARIOS["fast"]) as sim:
+            ...  # point a client at sim.url with sim.api_key
+
+    Args:
+        scenario: The behaviour to simulate, or the name of one in `SCENARIOS`
+            (default: ``"default"``).
+        api_key: The key clients must send; None picks a random ``mhk_sim_…`` key.
+        host: Interface to listen on.
+        port: Port to listen on; 0 picks a free one.
+
+    Attributes:
+        scenario: The scenario in use.
+        api_key: The accepted API key.
+        clock: The simulated clock (`SimClock`); ``clock.now()`` is simulated seconds since
+            the server started and ``clock.advance(s)`` jumps ahead.
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario | str | None = None,
+        api_key: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.scenario = _resolve(scenario)
+        self.api_key = api_key or f"mhk_sim_{secrets.token_hex(12)}"
+        self.host = host
+        self._port = port
+        self.clock = SimClock(self.scenario.time_scale)
+        self._state = SimState(self.scenario, self.clock, self.api_key)
+        self._faults = FaultInjector(self.scenario)
+        self._runner: web.AppRunner | None = None
+        self._url: str | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:54321`` (no trailing slash).
+
+        Raises:
+            RuntimeError: The server is not running.
+        """
+        if self._url is None:
+            raise RuntimeError("the simulator is not running; use `async with Simulator(...)`")
+        return self._url
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on (after start)."""
+        return int(self.url.rsplit(":", 1)[1])
+
+    async def start(self) -> None:
+        """Start listening. `__aenter__` calls this.
+
+        Raises:
+            RuntimeError: Already started.
+            OSError: The address could not be bound.
+        """
+        if self._runner is not None:
+            raise RuntimeError("the simulator is already running")
+        app = build_app(self._state, self._faults)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.host, self._port)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        port = runner.addresses[0][1]
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self._url = f"http://{host}:{port}"
+        self.clock.restart()  # simulated time starts when clients can connect
+        logger.info("simulator serving %s (scenario seed=%s)", self._url, self.scenario.seed)
+
+    async def close(self) -> None:
+        """Stop listening and close open connections. `__aexit__` calls this."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+            logger.info("simulator at %s stopped", self._url)
+        self._url = None
+
+    async def __aenter__(self) -> Simulator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def plan_next(
+        self,
+        outcome: str | None = "error",
+        queue_delay: float | None = None,
+        render_time: float | None = None,
+        count: int = 1,
+    ) -> None:
+        """Decide how the next `count` jobs created (on any route) end.
+
+        Args:
+            outcome: ``"complete"``, ``"error"``, ``"canceled"``, ``"draft"`` (stuck in draft
+                forever), or None to draw it from the scenario as usual.
+            queue_delay: Exact simulated seconds in the queue; None draws it.
+            render_time: Exact simulated seconds rendering; None draws it.
+            count: How many jobs the plan covers.
+
+        Raises:
+            pydantic.ValidationError: An argument is out of range.
+        """
+        plan = PlanRequest(
+            outcome=outcome,  # validated by the model
+            queue_delay=queue_delay,
+            render_time=render_time,
+            count=count,
+        )
+        self._state.plan(plan.outcome, plan.queue_delay, plan.render_time, plan.count)
+
+    def inject(
+        self,
+        status: int = 500,
+        count: int = 3,
+        path_prefix: str = "/v1/",
+        method: str | None = None,
+        retry_after: float | None = None,
+        kind: str = "status",
+    ) -> None:
+        """Make the next `count` matching requests fail.
+
+        Control routes (``/_sim/…`` other than files) never match.
+
+        Args:
+            status: HTTP status to answer, with a ``{"message": ...}`` body.
+            count: How many requests fail.
+            path_prefix: Only requests whose path starts with this (file downloads included
+                when it covers ``/_sim/files/``).
+            method: Only requests with this method; None matches any.
+            retry_after: Adds ``Retry-After`` with these seconds.
+            kind: ``"status"``, or ``"reset"`` to close the connection without answering.
+
+        Raises:
+            pydantic.ValidationError: An argument is out of range.
+        """
+        rule = InjectRequest(
+            status=status,
+            count=count,
+            path_prefix=path_prefix,
+            method=method,
+            retry_after=retry_after,
+            kind=kind,  # validated by the model
+        )
+        self._faults.add(**rule.model_dump())
+
+    def cancel(self, job_id: str) -> str:
+        """Cancel a job as a user would from the web app (terminal jobs stay as they are).
+
+        Returns:
+            The job's status afterwards.
+
+        Raises:
+            KeyError: No job has this id.
+        """
+        return self._state.cancel(job_id)
+
+    def stats(self) -> dict[str, Any]:
+        """What ``GET /_sim/stats`` answers: jobs, outputs and request counters."""
+        return self._state.stats()
+
+
+class ThreadedSimulator:
+    """A `Simulator` running on its own event loop in a background thread, for sync code.
+
+    Use it as a context manager; attributes and methods are those of `Simulator` and are safe
+    to call from any thread::
+
+        with ThreadedSimulator("fast") as sim:
+            client = magic_hour.Client(token=sim.api_key, base_url=sim.url)
+
+    Args:
+        scenario: As for `Simulator`.
+        api_key: As for `Simulator`.
+        host: As for `Simulator`.
+        port: As for `Simulator`.
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario | str | None = None,
+        api_key: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self._sim = Simulator(scenario, api_key=api_key, host=host, port=port)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def simulator(self) -> Simulator:
+        """The wrapped `Simulator` (its async methods must run on the server's loop)."""
+        return self._sim
+
+    @property
+    def url(self) -> str:
+        """Base URL (see `Simulator.url`)."""
+        return self._sim.url
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on."""
+        return self._sim.port
+
+    @property
+    def api_key(self) -> str:
+        """The accepted API key."""
+        return self._sim.api_key
+
+    @property
+    def scenario(self) -> Scenario:
+        """The scenario in use."""
+        return self._sim.scenario
+
+    @property
+    def clock(self) -> SimClock:
+        """The simulated clock."""
+        return self._sim.clock
+
+    def _serve(self, ready: threading.Event, failure: list[BaseException]) -> None:
+        loop = self._loop
+        assert loop is not None
+        try:
+            loop.run_until_complete(self._sim.start())
+        except BaseException as exc:
+            failure.append(exc)
+            ready.set()
+            loop.close()
+            return
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(self._sim.close())
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+            loop.close()
+
+    def start(self) -> None:
+        """Start the server thread and wait until it listens.
+
+        Raises:
+            RuntimeError: Already started.
+            OSError: The address could not be bound.
+        """
+        if self._thread is not None:
+            raise RuntimeError("the simulator is already running")
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        self._thread = threading.Thread(
+            target=self._serve, args=(ready, failure), name="pollkit-sim", daemon=True
+        )
+        self._thread.start()
+        ready.wait()
+        if failure:
+            self._thread.join()
+            self._thread = self._loop = None
+            raise failure[0]
+
+    def close(self) -> None:
+        """Stop the server and its thread."""
+        thread, loop = self._thread, self._loop
+        self._thread = self._loop = None
+        if thread is None or loop is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+
+    def __enter__(self) -> ThreadedSimulator:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def plan_next(
+        self,
+        outcome: str | None = "error",
+        queue_delay: float | None = None,
+        render_time: float | None = None,
+        count: int = 1,
+    ) -> None:
+        """See `Simulator.plan_next`."""
+        self._sim.plan_next(outcome, queue_delay, render_time, count)
+
+    def inject(
+        self,
+        status: int = 500,
+        count: int = 3,
+        path_prefix: str = "/v1/",
+        method: str | None = None,
+        retry_after: float | None = None,
+        kind: str = "status",
+    ) -> None:
+        """See `Simulator.inject`."""
+        self._sim.inject(status, count, path_prefix, method, retry_after, kind)
+
+    def cancel(self, job_id: str) -> str:
+        """See `Simulator.cancel`."""
+        return self._sim.cancel(job_id)
+
+    def stats(self) -> dict[str, Any]:
+        """See `Simulator.stats`."""
+        return self._sim.stats()

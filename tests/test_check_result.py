@@ -21,7 +21,7 @@ from pollkit import (
     Status,
     UnsupportedOperation,
 )
-from pollkit.sim import SCENARIOS, Simulator
+from pollkit.sim import Simulator
 from tests.helpers import (
     FAST_CADENCE,
     FAST_RETRY,
@@ -304,13 +304,6 @@ async def test_no_secret_reaches_a_log_record_or_an_error(
         assert wrong not in line
         assert "sig=" not in line
         assert "expires=" not in line
-
-
-def test_demo_scenario_exists() -> None:
-    # The demo depends on it; keep its promise of a few seconds per job.
-    demo = SCENARIOS["demo"]
-    assert demo.failure_rate > 0
-    assert demo.time_scale > 1
 
 
 async def test_many_jobs_concurrently(sim: Simulator, client: AsyncClient, tmp_path: Path) -> None:

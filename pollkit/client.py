@@ -12,12 +12,12 @@ from typing import Any
 
 import aiohttp
 
-from pollkit import download
+from pollkit.download import Downloader, Refresh
 from pollkit.engine import Engine
-from pollkit.errors import ConfigurationError
+from pollkit.errors import ConfigurationError, URLExpired
 from pollkit.http import Transport
-from pollkit.models import JobState, Result, Status
-from pollkit.policies import Cadence, RetryPolicy
+from pollkit.models import JobState, Output, Result, Status
+from pollkit.policies import Cadence, DownloadPolicy, RetryPolicy
 from pollkit.progress import NullProgress, ProgressSink, TqdmProgress
 from pollkit.providers.base import Provider, Submission
 
@@ -36,7 +36,8 @@ class AsyncClient:
         timeout: Seconds to wait for a connection or a read before giving up on one attempt.
         max_connections: Connections open at once, polls and downloads together.
         session: An `aiohttp.ClientSession` of yours; pollkit uses it and never closes it.
-        name_template: How downloaded files are named (fields: job_id, index, name, ext).
+        download: How outputs are saved: names, existing files, concurrency, stall timeout,
+            bandwidth cap, archive extraction.
         seed: Seed for the jitter, for reproducible schedules.
 
     Raises:
@@ -52,14 +53,13 @@ class AsyncClient:
         timeout: float = 30.0,
         max_connections: int = 32,
         session: aiohttp.ClientSession | None = None,
-        name_template: str = download.DEFAULT_NAME_TEMPLATE,
+        download: DownloadPolicy | None = None,
         seed: int | None = None,
     ) -> None:
         if not isinstance(provider, Provider):
             raise ConfigurationError(f"provider must be a pollkit Provider, got {provider!r}")
         self.provider = provider
         self.cadence = cadence or Cadence()
-        self.name_template = name_template
         self._transport = Transport(
             retry=retry or RetryPolicy(),
             timeout=timeout,
@@ -69,6 +69,7 @@ class AsyncClient:
             secrets=provider.secrets,
         )
         self._engine = Engine(provider, self._transport, rng=random.Random(seed))
+        self._downloader = Downloader(self._transport, download)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -205,29 +206,45 @@ class AsyncClient:
                 state, polls = await self.get(job_id, kind=kind), 1
             finished = state.observed_at if state.is_terminal else None
             paths: tuple[Path, ...] = ()
+            extracted: tuple[Path, ...] = ()
             digests: tuple[str, ...] = ()
             if download_outputs and wait_for_completion and state.status is Status.COMPLETE:
-                saved = await download.download_outputs(
-                    self._transport,
+                saved = await self._downloader.fetch_all(
                     state,
                     download_directory if download_directory is not None else os.curdir,
-                    template=self.name_template,
+                    refresh=self._refresher(job_id, state.kind),
                     progress=sink,
                 )
                 paths = tuple(f.path for f in saved)
                 digests = tuple(f.sha256 for f in saved)
+                extracted = tuple(p for f in saved for p in f.extracted)
         finally:
             if progress is True:
                 sink.close()
         return Result(
             state=state,
             downloaded_paths=paths,
+            extracted_paths=extracted,
             sha256=digests,
             polls=polls,
             submitted_at=submitted_at,
             finished_at=finished,
             noticed_at=finished,
         )
+
+    def _refresher(self, job_id: str, kind: str | None) -> Refresh:
+        """Re-read the job for a fresh URL of an output whose URL expired."""
+
+        async def refresh(stale: Output) -> Output:
+            state, _ = await self._engine.observe(job_id, kind)
+            for output in state.outputs:
+                if output.index == stale.index and output.url:
+                    return output
+            raise URLExpired(
+                f"the job no longer lists output {stale.index}", job_id=job_id, url=stale.url
+            )
+
+        return refresh
 
     async def submit_and_check(
         self,

@@ -1,56 +1,76 @@
-"""Streaming a job's outputs to disk.
+"""Streaming outputs to disk without ever losing a byte.
 
-Each output is streamed in 1 MiB chunks to ``<name>.part`` (hashed with sha256 in the same
-thread call as the write, so the file is never read twice), checked against Content-Length, and
-renamed atomically. A file already present under the target name is kept when its bytes are the
-same, and never overwritten when they differ: the new file gets a free name instead.
+Each output goes to ``<name>.part`` in chunks, hashed (sha256) in the same thread call as the
+write, so a finished file is never read again; its length (and checksum, when the API or a
+digest-shaped ETag gives one) is checked, then it is renamed atomically.
+
+An interrupted download continues where it stopped, in this process or a later one: the
+reply's validator (ETag or Last-Modified) is kept beside the `.part` (``.part.json``) and sent
+back in ``If-Range``, so a changed file restarts cleanly instead of mixing versions. Transient
+failures (connection resets, truncated bodies, stalls, 5xx) retry the missing range with
+backoff; an expired URL (403/410, or past `expires_at`) is refreshed through a callback that
+re-reads the job. A file already at the target with the same bytes is kept; a different one is
+handled by `DownloadPolicy.existing`, never silently overwritten by default.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import fcntl
+import functools
 import hashlib
+import json
 import logging
-import mimetypes
 import os
-import posixpath
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
-from urllib.parse import unquote, urlsplit
+from typing import IO, Any, TypeVar
 
-import aiofiles.os
+import aiohttp
 import backoff
 
-from pollkit.core.retry import retry_delays
+from pollkit.archive import extract_zip
+from pollkit.core.naming import checksum_from_etag, extension, render_name, safe_name, url_basename
+from pollkit.core.ratelimit import TokenBucket
+from pollkit.core.resume import Partial, ResumeAction, decide, range_headers, total_size
+from pollkit.core.retry import is_retryable, retry_delays
 from pollkit.errors import (
-    AuthenticationError,
     ChecksumMismatch,
-    ConnectError,
     DownloadError,
     IncompleteDownload,
     PollkitError,
-    ReadTimeout,
-    ServerError,
     StorageError,
     UnsafePath,
     URLExpired,
 )
-from pollkit.http import Transport
+from pollkit.http import Transport, error_for_status, redact_url, transport_error
 from pollkit.models import JobState, Output
-from pollkit.policies import RetryPolicy
+from pollkit.policies import DownloadPolicy, RetryPolicy
 from pollkit.progress import NullProgress, ProgressSink
+from pollkit.providers.base import Request, Response
 
-__all__ = ["DEFAULT_NAME_TEMPLATE", "SavedFile", "download_outputs", "render_name"]
+__all__ = ["Downloader", "Refresh", "SavedFile", "fetch_urls", "names_for_urls"]
 
 _log = logging.getLogger("pollkit.download")
 
-DEFAULT_NAME_TEMPLATE = "{job_id}-{index}{ext}"
-CHUNK_SIZE = 1 << 20
-# Writes go to a small dedicated pool: a slow disk write must never stall the event loop, and
-# two threads were never worse than the default pool in DOWNLOADS.md's measurements.
+# Files smaller than this restart from zero instead of resuming: keeping a validator beside
+# them would cost a write per file for a transfer that takes milliseconds.
+RESUMABLE_FROM = 8 << 20
+# Progress is reported in batches of at least this many bytes (or at the end of a file).
+_PROGRESS_BATCH = 4 << 20
+
+_T = TypeVar("_T")
+
+Refresh = Callable[[Output], Awaitable[Output]]
+"""Given an output whose URL stopped working, return the same output with a fresh URL."""
+
+# Disk work goes to a small dedicated pool: a slow write must never stall the event loop
+# (and with it every poll), and DOWNLOADS.md measured two threads never worse than more.
 _WRITERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pollkit-write")
 
 
@@ -62,228 +82,599 @@ class SavedFile:
         path: Where it is.
         size: Its size in bytes.
         sha256: Hex digest of its bytes.
-        reused: True when an identical file was already there and was kept.
+        reused: True when the file was already there with the same bytes (nothing downloaded).
+        url: The URL it came from, without its query string.
+        extracted: Files extracted from it, when it is an archive and extraction was asked.
     """
 
     path: Path
     size: int
     sha256: str
     reused: bool = False
+    url: str | None = None
+    extracted: tuple[Path, ...] = ()
 
 
-def render_name(template: str, *, job_id: str, output: Output, content_type: str | None) -> str:
-    """The file name for `output` under `template` (fields: job_id, index, name, ext).
+@dataclass
+class _Target:
+    """Where one output goes, and the state of its partial file while it downloads.
 
-    Raises:
-        UnsafePath: The result is empty or contains a path separator.
-        DownloadError: The template names an unknown field.
+    `written` always equals the bytes in the `.part` and in `digest`.
     """
-    suggested = output.name or _url_basename(output.url) or ""
-    stem, ext = posixpath.splitext(suggested)
-    if not ext and content_type:
-        ext = mimetypes.guess_extension(content_type.split(";")[0].strip()) or ""
-    try:
-        name = template.format(job_id=job_id, index=output.index, name=stem or "output", ext=ext)
-    except (KeyError, IndexError, ValueError) as exc:
-        raise DownloadError(f"bad name template {template!r}: {exc}", job_id=job_id) from exc
-    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
-        raise UnsafePath(f"unsafe file name {name!r}", job_id=job_id)
-    return name
+
+    path: Path
+    expected_sha256: str | None
+    handle: IO[bytes] | None = None
+    digest: Any = field(default_factory=hashlib.sha256)
+    written: int = 0
+    etag: str | None = None
+    last_modified: str | None = None
+    progress: ProgressSink = field(default_factory=NullProgress)
+    announced: bool = False  # the file's size was added to the progress total
+    existing_size: int | None = None  # size of a file already at `path`, if any
+
+    @property
+    def part(self) -> Path:
+        return self.path.with_name(self.path.name + ".part")
+
+    @property
+    def meta(self) -> Path:
+        return self.path.with_name(self.path.name + ".part.json")
+
+    def partial(self) -> Partial | None:
+        if self.written == 0:
+            return None
+        return Partial(self.written, etag=self.etag, last_modified=self.last_modified)
 
 
-def _url_basename(url: str | None) -> str | None:
-    if not url:
-        return None
-    return posixpath.basename(unquote(urlsplit(url).path)) or None
+# --- blocking disk work, always run in the writer pool -------------------------------------
 
 
-def _write_and_hash(handle: IO[bytes], digest: Any, chunk: bytes) -> None:
-    handle.write(chunk)
-    digest.update(chunk)
-
-
-def _sha256_of(path: Path) -> str:
+def _sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK_SIZE), b""):
+        while block := handle.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
 
 
-def _same_file(path: Path, size: int, sha256: str) -> bool:
-    return path.is_file() and path.stat().st_size == size and _sha256_of(path) == sha256
+def _open(target: _Target) -> None:
+    """Open (or reopen) the `.part`, locked against other processes, and take stock.
 
-
-def _finalize(part: Path, target: Path, size: int, sha256: str) -> tuple[Path, bool]:
-    """Move `part` into place and return where it went, and whether an identical file was kept.
-
-    Never overwrites a different file: ``name.ext`` is taken, then ``name (1).ext``, and so on,
-    and a candidate holding the same bytes is reused (so a rerun adds nothing).
+    Sets what is already on disk: the partial file (hashed once: only a resume across
+    processes reads bytes twice), its saved validator, and the size of a finished file at the
+    target.
     """
-    for n in range(10_000):
-        candidate = target if n == 0 else target.with_name(f"{target.stem} ({n}){target.suffix}")
-        if not candidate.exists():
-            if n:
-                _log.info("%s holds other content; saving as %s", target.name, candidate.name)
-            os.replace(part, candidate)
-            return candidate, False
-        if _same_file(candidate, size, sha256):
-            part.unlink()
-            return candidate, True
-    raise StorageError("no free file name", path=str(target))
-
-
-async def _fetch_once(
-    transport: Transport,
-    output: Output,
-    directory: Path,
-    *,
-    job_id: str,
-    template: str,
-    progress: ProgressSink,
-) -> SavedFile:
-    assert output.url is not None
-    loop = asyncio.get_running_loop()
+    folder = target.path.parent
     try:
-        async with transport.stream(output.url, operation="download", job_id=job_id) as reply:
-            name = render_name(
-                template, job_id=job_id, output=output, content_type=reply.content_type
-            )
-            target = directory / name
-            part = target.with_name(target.name + ".part")
-            expected = reply.content_length
-            if expected is not None:
-                progress.add_bytes_total(expected)
-            digest = hashlib.sha256()
-            received = 0
-            try:
-                handle = await loop.run_in_executor(_WRITERS, part.open, "wb")
-            except OSError as exc:
-                raise StorageError(f"cannot write: {exc.strerror}", path=str(part)) from exc
-            try:
-                async for chunk in reply.content.iter_chunked(CHUNK_SIZE):
-                    try:
-                        await loop.run_in_executor(_WRITERS, _write_and_hash, handle, digest, chunk)
-                    except OSError as exc:
-                        raise StorageError(
-                            f"write failed: {exc.strerror}", job_id=job_id, path=str(part)
-                        ) from exc
-                    received += len(chunk)
-                    progress.advance_bytes(len(chunk))
-            finally:
-                await loop.run_in_executor(_WRITERS, handle.close)
-    except AuthenticationError as exc:
-        raise URLExpired(
-            f"URL refused with HTTP {exc.status_code} (expired?)", job_id=job_id, url=output.url
-        ) from exc
-    if expected is not None and received != expected:
-        raise IncompleteDownload(
-            f"got {received} of {expected} bytes", job_id=job_id, url=output.url, path=str(part)
-        )
-    sha256 = digest.hexdigest()
-    if output.sha256 and output.sha256.lower() != sha256:
-        raise ChecksumMismatch(
-            f"sha256 {sha256} differs from the announced {output.sha256}",
-            job_id=job_id,
-            url=output.url,
-            path=str(part),
-        )
-    try:
-        path, reused = await loop.run_in_executor(
-            _WRITERS, _finalize, part, target, received, sha256
-        )
-    except OSError as exc:
-        raise StorageError(f"cannot finish file: {exc.strerror}", path=str(target)) from exc
-    _log.debug("job %s output %d -> %s (%d bytes)", job_id, output.index, path, received)
-    return SavedFile(path=path, size=received, sha256=sha256, reused=reused)
-
-
-def _retryable_download(error: Exception) -> bool:
-    return isinstance(error, (ConnectError, ReadTimeout, ServerError, IncompleteDownload))
-
-
-async def download_output(
-    transport: Transport,
-    output: Output,
-    directory: Path,
-    *,
-    job_id: str,
-    template: str = DEFAULT_NAME_TEMPLATE,
-    progress: ProgressSink | None = None,
-    retry: RetryPolicy | None = None,
-) -> SavedFile:
-    """Download one output into `directory`, retrying transient failures from the start.
-
-    Raises:
-        DownloadError: The file could not be saved (a subclass says why).
-        APIError: The server refused the download for a reason other than expiry.
-    """
-    if output.url is None:
-        raise DownloadError(f"output {output.index} has no URL", job_id=job_id)
-    policy = retry or transport.retry
-    fetch = backoff.on_exception(
-        retry_delays,
-        PollkitError,
-        max_tries=policy.max_attempts,
-        max_time=policy.max_elapsed,
-        giveup=lambda exc: not _retryable_download(exc),
-        jitter=None,
-        logger="pollkit.download",
-        backoff_log_level=logging.DEBUG,
-        policy=policy,
-    )(_fetch_once)
-    saved: SavedFile = await fetch(
-        transport,
-        output,
-        directory,
-        job_id=job_id,
-        template=template,
-        progress=progress or NullProgress(),
-    )
-    return saved
-
-
-async def download_outputs(
-    transport: Transport,
-    state: JobState,
-    directory: str | os.PathLike[str],
-    *,
-    template: str = DEFAULT_NAME_TEMPLATE,
-    progress: ProgressSink | None = None,
-    retry: RetryPolicy | None = None,
-) -> Sequence[SavedFile]:
-    """Download every output of `state` into `directory` (created if missing), concurrently.
-
-    Returns:
-        One `SavedFile` per output, in output order.
-
-    Raises:
-        StorageError: `directory` cannot be created or is not a directory.
-        DownloadError: An output could not be saved (the others are still attempted).
-    """
-    folder = Path(directory)
-    try:
-        await aiofiles.os.makedirs(folder, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StorageError(
-            f"cannot use download directory: {exc.strerror}", job_id=state.job_id, path=str(folder)
+            f"cannot use download directory: {exc.strerror}", path=str(folder)
         ) from exc
-    results = await asyncio.gather(
-        *(
-            download_output(
-                transport,
-                output,
-                folder,
-                job_id=state.job_id,
-                template=template,
-                progress=progress,
-                retry=retry,
+    handle = target.part.open("ab")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise StorageError(
+            "another process is downloading this file", path=str(target.part)
+        ) from None
+    target.handle = handle
+    try:
+        target.existing_size = target.path.stat().st_size if target.path.is_file() else None
+    except OSError:
+        target.existing_size = None
+    target.digest = hashlib.sha256()
+    target.written = handle.tell()
+    if target.written == 0:
+        return
+    try:
+        meta = json.loads(target.meta.read_text())
+    except (OSError, ValueError):
+        meta = None
+    if isinstance(meta, dict):
+        target.etag, target.last_modified = meta.get("etag"), meta.get("last_modified")
+    with target.part.open("rb") as previous:
+        while block := previous.read(1 << 20):
+            target.digest.update(block)
+
+
+def _restart(target: _Target, resumable: bool) -> None:
+    """Empty the `.part`; keep the new validator beside it when the file is worth resuming."""
+    assert target.handle is not None
+    if target.written:
+        target.handle.truncate(0)
+        target.handle.seek(0)
+        target.digest = hashlib.sha256()
+        target.written = 0
+    if resumable:
+        tmp = target.meta.with_name(target.meta.name + ".tmp")
+        tmp.write_text(json.dumps({"etag": target.etag, "last_modified": target.last_modified}))
+        os.replace(tmp, target.meta)
+
+
+def _write(target: _Target, data: bytes) -> None:
+    assert target.handle is not None
+    target.handle.write(data)
+    target.digest.update(data)
+
+
+def _close(target: _Target) -> None:
+    handle, target.handle = target.handle, None
+    if handle is not None:
+        handle.close()  # also releases the lock
+
+
+def _release(target: _Target) -> None:
+    """Close the `.part` after a failure; keep it only when it holds bytes to resume from.
+
+    Never raises: closing flushes, and on a full disk the flush fails again. Bytes that did
+    not reach the disk are simply not in the `.part`; a resume starts from its real size.
+    """
+    if target.handle is None:
+        return  # never opened, or held by another process: not ours to remove
+    try:
+        _close(target)
+    except OSError as exc:
+        _log.debug("closing %s after a failure: %s", target.part, exc)
+    try:
+        empty = target.part.stat().st_size == 0
+    except OSError:
+        return
+    if empty:
+        target.part.unlink(missing_ok=True)
+        target.meta.unlink(missing_ok=True)
+
+
+def _matches(path: Path, size: int, sha256: str | None) -> bool:
+    """Whether `path` holds `size` bytes (and `sha256`, when known)."""
+    try:
+        if not path.is_file() or path.stat().st_size != size:
+            return False
+    except OSError:
+        return False
+    return sha256 is None or _sha256_file(path) == sha256
+
+
+def _keep_existing(target: _Target) -> tuple[int, str]:
+    """Give up the `.part` in favour of the file already at the target; its size and sha256."""
+    sha256 = _sha256_file(target.path)
+    size = target.path.stat().st_size
+    _discard(target)
+    return size, sha256
+
+
+def _discard(target: _Target) -> None:
+    _close(target)
+    target.part.unlink(missing_ok=True)
+    target.meta.unlink(missing_ok=True)
+
+
+def _finish(target: _Target, existing: str, fsync: bool) -> tuple[Path, bool]:
+    """Close the `.part` and move it into place under the existing-file policy.
+
+    Returns where the file is, and whether an identical file there was kept instead.
+    """
+    assert target.handle is not None
+    if fsync:
+        target.handle.flush()
+        os.fsync(target.handle.fileno())
+    size, sha256 = target.written, target.digest.hexdigest()
+    try:
+        for n in range(10_000):
+            stem, suffix = target.path.stem, target.path.suffix
+            candidate = target.path.with_name(f"{stem} ({n}){suffix}") if n else target.path
+            if not candidate.exists() or (n == 0 and existing == "overwrite"):
+                if n:
+                    _log.info("%s holds other bytes; saved as %s", target.path.name, candidate.name)
+                os.replace(target.part, candidate)
+                return candidate, False
+            if _matches(candidate, size, sha256):
+                target.part.unlink()
+                return candidate, True
+        raise StorageError("no free file name", path=str(target.path))
+    finally:
+        target.meta.unlink(missing_ok=True)
+        _close(target)
+
+
+# --- the engine ----------------------------------------------------------------------------
+
+
+def _retryable(error: BaseException, policy: RetryPolicy, can_refresh: bool) -> bool:
+    """Whether a failed download attempt is worth another, from the bytes already on disk."""
+    if isinstance(error, URLExpired):
+        return can_refresh
+    if isinstance(error, (IncompleteDownload, ChecksumMismatch)):
+        return True
+    return is_retryable(error, policy)
+
+
+class Downloader:
+    """Downloads outputs concurrently, within the connection budget it shares with polling.
+
+    Args:
+        transport: The client's transport (its session, limits and retry policy).
+        policy: Naming, existing files, concurrency, stall timeout, bandwidth cap.
+        progress: Where bytes are reported.
+        retry: Retry policy for downloads (default: the transport's).
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        policy: DownloadPolicy | None = None,
+        *,
+        progress: ProgressSink | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.transport = transport
+        self.policy = policy or DownloadPolicy()
+        self.progress = progress or NullProgress()
+        self.retry = retry or transport.retry
+        self._slots = asyncio.Semaphore(self.policy.concurrency)
+        # A burst of one chunk: the cap holds from the first megabyte, even for small files.
+        self._bucket = (
+            TokenBucket(self.policy.bandwidth, burst=self.policy.chunk_size)
+            if self.policy.bandwidth
+            else None
+        )
+
+    def target_name(self, output: Output, *, job_id: str | None, kind: str | None) -> str:
+        """The file name `output` is saved under (before any conflict renaming).
+
+        Raises:
+            UnsafePath: The template produced a name with a directory part.
+            DownloadError: The template is malformed.
+        """
+        suggested = output.name or url_basename(output.url)
+        ext = extension(name=suggested, media_type=output.media_type)
+        try:
+            name = render_name(
+                self.policy.name_template,
+                job_id=job_id,
+                index=output.index,
+                suggested=suggested,
+                ext=ext,
+                kind=kind,
             )
-            for output in state.outputs
-        ),
-        return_exceptions=True,
+        except (KeyError, IndexError, ValueError) as exc:
+            raise DownloadError(f"bad name template: {exc}", job_id=job_id) from exc
+        if not safe_name(name):
+            raise UnsafePath(f"unsafe file name {name!r}", job_id=job_id)
+        return name
+
+    async def fetch_all(
+        self,
+        state: JobState,
+        directory: str | os.PathLike[str],
+        *,
+        refresh: Refresh | None = None,
+        progress: ProgressSink | None = None,
+    ) -> list[SavedFile]:
+        """Download every output of a job into `directory` (created if missing).
+
+        Returns:
+            One `SavedFile` per output, in output order.
+
+        Raises:
+            DownloadError: An output could not be saved (every output is attempted; the first
+                error is raised).
+        """
+        results = await asyncio.gather(
+            *(
+                self.fetch(
+                    o,
+                    directory,
+                    job_id=state.job_id,
+                    kind=state.kind,
+                    refresh=refresh,
+                    progress=progress,
+                )
+                for o in state.outputs
+            ),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return [r for r in results if isinstance(r, SavedFile)]
+
+    async def fetch(
+        self,
+        output: Output,
+        directory: str | os.PathLike[str],
+        *,
+        job_id: str | None = None,
+        kind: str | None = None,
+        name: str | None = None,
+        refresh: Refresh | None = None,
+        progress: ProgressSink | None = None,
+    ) -> SavedFile:
+        """Download one output into `directory` (created if missing).
+
+        Args:
+            output: What to download.
+            directory: Where.
+            job_id: The job, for naming and messages.
+            kind: The job's kind, for naming.
+            name: A file name to use instead of the template's.
+            refresh: Returns the output with a fresh URL when this one has expired.
+            progress: Where this download's bytes are reported (default: the downloader's).
+
+        Raises:
+            DownloadError: The file could not be saved (a subclass says why); the `.part` with
+                the bytes received so far is kept for a later resume.
+            APIError: The server refused the download for a reason other than expiry.
+        """
+        if output.url is None:
+            raise DownloadError(f"output {output.index} has no URL", job_id=job_id)
+        file_name = name or self.target_name(output, job_id=job_id, kind=kind)
+        if not safe_name(file_name):
+            raise UnsafePath(f"unsafe file name {file_name!r}", job_id=job_id)
+        target = _Target(
+            path=Path(directory) / file_name,
+            expected_sha256=output.sha256.lower() if output.sha256 else None,
+            progress=progress or self.progress,
+        )
+        current = output
+
+        async def attempt() -> SavedFile:
+            nonlocal current
+            if refresh is not None and _expired(current):
+                current = await refresh(current)
+            try:
+                return await self._attempt(current, target, job_id)
+            except URLExpired:
+                if refresh is not None:
+                    _log.debug("URL of %s expired; re-reading the job", target.path.name)
+                    current = await refresh(current)
+                raise
+
+        retrying = backoff.on_exception(
+            retry_delays,
+            PollkitError,
+            max_tries=self.retry.max_attempts,
+            max_time=self.retry.max_elapsed,
+            giveup=lambda exc: not _retryable(exc, self.retry, refresh is not None),
+            jitter=None,
+            on_backoff=_log_retry,
+            logger=None,
+            policy=self.retry,
+        )(attempt)
+        loop = asyncio.get_running_loop()
+        async with self._slots:
+            try:
+                saved: SavedFile = await retrying()
+            finally:
+                await loop.run_in_executor(_WRITERS, _release, target)
+        if output.is_archive and self.policy.extract_archives:
+            saved = await self._extract(saved, job_id)
+        return saved
+
+    async def _extract(self, saved: SavedFile, job_id: str | None) -> SavedFile:
+        """Extract an archive into a folder named after it, beside it."""
+        folder = saved.path.with_name(saved.path.name.removesuffix(".zip") or "archive")
+        extract = functools.partial(
+            extract_zip,
+            saved.path,
+            folder,
+            max_bytes=self.policy.max_extract_bytes,
+            max_ratio=self.policy.max_extract_ratio,
+        )
+        # The default pool, not the writers: a large archive must not hold up downloads.
+        files = await asyncio.get_running_loop().run_in_executor(None, extract)
+        _log.debug("job %s: extracted %d files into %s", job_id, len(files), folder)
+        return dataclasses.replace(saved, extracted=tuple(files))
+
+    async def _attempt(self, output: Output, target: _Target, job_id: str | None) -> SavedFile:
+        """One request: resume or restart, stream, verify, finish."""
+        loop = asyncio.get_running_loop()
+        url = output.url
+        assert url is not None
+        if target.handle is None:
+            try:
+                await loop.run_in_executor(_WRITERS, _open, target)
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot write: {exc.strerror}", job_id=job_id, path=str(target.part)
+                ) from exc
+        partial = target.partial()
+        headers = {"Accept-Encoding": "identity", **range_headers(partial)}
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.transport.timeout, sock_read=self.policy.stall_timeout
+        )
+        try:
+            async with self.transport.session.get(url, headers=headers, timeout=timeout) as reply:
+                status = reply.status
+                if status in (403, 410):
+                    raise URLExpired(f"URL refused with HTTP {status}", job_id=job_id, url=url)
+                if status not in (200, 206, 416):
+                    body = await reply.read()
+                    answer = Response(
+                        status, reply.headers, body, Request("GET", url, "download", job_id)
+                    )
+                    raise error_for_status(answer) or DownloadError(
+                        f"unexpected HTTP {status}", job_id=job_id, url=url
+                    )
+                return await self._receive(reply, partial, target, job_id)
+        except PollkitError:
+            raise
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise transport_error(exc, operation="download", job_id=job_id, url=url) from exc
+
+    async def _receive(
+        self,
+        reply: aiohttp.ClientResponse,
+        partial: Partial | None,
+        target: _Target,
+        job_id: str | None,
+    ) -> SavedFile:
+        total = total_size(reply.status, reply.headers)
+        expected = target.expected_sha256 or checksum_from_etag(reply.headers.get("ETag"))
+        source = redact_url(str(reply.url))
+        action = decide(partial, reply.status, reply.headers)
+        if (
+            action is ResumeAction.RESTART
+            and target.existing_size is not None
+            and total is not None
+        ):
+            kept = await self._existing(target, total, expected)
+            if kept is not None:
+                return SavedFile(target.path, *kept, reused=True, url=source)
+        if not target.announced and total is not None:
+            target.progress.add_bytes_total(total)
+            target.progress.advance_bytes(target.written)
+            target.announced = True
+        if action is ResumeAction.RESTART:
+            if partial is not None:
+                _log.debug("%s: the server sent the whole file; restarting", target.path.name)
+            target.progress.advance_bytes(-target.written)
+            target.etag = reply.headers.get("ETag")
+            target.last_modified = reply.headers.get("Last-Modified")
+            resumable = total is None or total >= RESUMABLE_FROM
+            if target.written or resumable:
+                await self._disk(_restart, target, resumable, job_id=job_id)
+        if action is not ResumeAction.COMPLETE:
+            await self._stream(reply, target, total, job_id)
+        if total is not None and target.written != total:
+            raise IncompleteDownload(
+                f"got {target.written} of {total} bytes",
+                job_id=job_id,
+                url=source,
+                path=str(target.part),
+            )
+        sha256 = target.digest.hexdigest()
+        if expected and sha256 != expected:
+            # The bytes on disk are wrong: start over rather than resume on top of them.
+            target.progress.advance_bytes(-target.written)
+            await self._disk(_restart, target, False, job_id=job_id)
+            raise ChecksumMismatch(
+                f"sha256 {sha256} is not the announced {expected}", job_id=job_id, url=source
+            )
+        path, reused = await self._disk(
+            _finish, target, self.policy.existing, self.policy.fsync, job_id=job_id
+        )
+        _log.debug("saved %s (%d bytes)", path, target.written)
+        return SavedFile(path, target.written, sha256, reused=reused, url=source)
+
+    async def _existing(
+        self, target: _Target, total: int, expected: str | None
+    ) -> tuple[int, str] | None:
+        """Size and sha256 of a file at the target that is to be kept instead of downloading."""
+        loop = asyncio.get_running_loop()
+        if target.existing_size == total and await loop.run_in_executor(
+            _WRITERS, _matches, target.path, total, expected
+        ):
+            _log.debug("%s is already complete", target.path)
+        elif self.policy.existing == "skip":
+            _log.warning("%s holds other bytes; kept it (existing='skip')", target.path)
+        else:
+            return None
+        return await self._disk(_keep_existing, target)
+
+    async def _disk(self, func: Callable[..., _T], *args: Any, job_id: str | None = None) -> _T:
+        """Run blocking disk work in the writer pool; a refusal of the OS is a StorageError."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(_WRITERS, func, *args)
+        except OSError as exc:
+            target = next((a for a in args if isinstance(a, _Target)), None)
+            where = str(target.part) if target else None
+            raise StorageError(f"disk refused: {exc.strerror}", job_id=job_id, path=where) from exc
+
+    async def _stream(
+        self,
+        reply: aiohttp.ClientResponse,
+        target: _Target,
+        total: int | None,
+        job_id: str | None,
+    ) -> None:
+        """Append the body to the `.part`: one disk write (and hash) per `chunk_size` bytes."""
+        chunk_size = self.policy.chunk_size
+        pending = 0
+        buffer = bytearray()
+        try:
+            while True:
+                data = await reply.content.read(chunk_size - len(buffer))
+                buffer += data
+                if data and len(buffer) < chunk_size:
+                    continue
+                if not buffer:
+                    break
+                chunk = bytes(buffer)
+                buffer.clear()
+                if self._bucket is not None:
+                    await asyncio.sleep(self._bucket.reserve(len(chunk), time.monotonic()))
+                await self._disk(_write, target, chunk, job_id=job_id)
+                target.written += len(chunk)
+                pending += len(chunk)
+                if pending >= _PROGRESS_BATCH:
+                    target.progress.advance_bytes(pending)
+                    target.progress.file_progress(target.path.name, target.written, total)
+                    pending = 0
+                if not data:
+                    break
+        finally:
+            if pending:
+                target.progress.advance_bytes(pending)
+            target.progress.file_progress(target.path.name, target.written, total)
+
+
+def _log_retry(details: Any) -> None:
+    _log.debug(
+        "download attempt %d failed (%s); retrying in %.2f s",
+        details["tries"],
+        details.get("exception"),
+        details["wait"],
     )
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    return [r for r in results if isinstance(r, SavedFile)]
+
+
+def _expired(output: Output) -> bool:
+    return output.expires_at is not None and output.expires_at <= datetime.now(timezone.utc)
+
+
+def names_for_urls(urls: Sequence[str]) -> list[str]:
+    """A distinct, safe file name per URL: its last path segment, numbered when repeated.
+
+    A URL without a usable last segment gets ``download-<hash>``, the same on every run, so
+    an interrupted batch finds its `.part` files again.
+    """
+    names: list[str] = []
+    taken: set[str] = set()
+    for url in urls:
+        base = url_basename(url)
+        if not safe_name(base) or base.startswith("."):
+            base = f"download-{hashlib.sha256(url.encode()).hexdigest()[:10]}"
+        stem, suffix = os.path.splitext(base)
+        name, n = base, 0
+        while name in taken:
+            n += 1
+            name = f"{stem} ({n}){suffix}"
+        taken.add(name)
+        names.append(name)
+    return names
+
+
+async def fetch_urls(
+    downloader: Downloader, urls: Sequence[str], directory: str | os.PathLike[str]
+) -> list[SavedFile | PollkitError]:
+    """Download plain URLs into `directory`, each under `names_for_urls`'s name.
+
+    Returns:
+        Per URL, in order, the saved file or the error that stopped it.
+    """
+
+    async def one(index: int, url: str, name: str) -> SavedFile | PollkitError:
+        try:
+            return await downloader.fetch(Output(url=url, index=index), directory, name=name)
+        except PollkitError as exc:
+            return exc
+
+    names = names_for_urls(urls)
+    return list(
+        await asyncio.gather(
+            *(one(i, u, n) for i, (u, n) in enumerate(zip(urls, names, strict=True)))
+        )
+    )

@@ -124,6 +124,7 @@ class Result:
     Attributes:
         state: The last observed state (terminal unless the call did not wait).
         downloaded_paths: Files written (or found already complete) for the outputs, in order.
+        extracted_paths: Files extracted from archive outputs, when extraction was asked.
         sha256: Hex digest of each downloaded file, parallel to `downloaded_paths`.
         polls: How many status requests this call made.
         submitted_at: When the job was submitted, if this client submitted it.
@@ -133,6 +134,7 @@ class Result:
 
     state: JobState
     downloaded_paths: tuple[Path, ...] = ()
+    extracted_paths: tuple[Path, ...] = ()
     sha256: tuple[str, ...] = ()
     polls: int = 0
     submitted_at: datetime | None = None

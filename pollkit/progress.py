@@ -25,7 +25,10 @@ class ProgressSink(Protocol):
         """`count` more bytes are expected."""
 
     def advance_bytes(self, count: int) -> None:
-        """`count` more bytes were written."""
+        """`count` more bytes were written (negative when a restart threw bytes away)."""
+
+    def file_progress(self, name: str, done: int, total: int | None) -> None:
+        """File `name` holds `done` of `total` bytes (reported in batches, and at its end)."""
 
     def close(self) -> None:
         """No more progress will come."""
@@ -46,21 +49,28 @@ class NullProgress:
     def advance_bytes(self, count: int) -> None:
         """Ignore."""
 
+    def file_progress(self, name: str, done: int, total: int | None) -> None:
+        """Ignore."""
+
     def close(self) -> None:
         """Ignore."""
 
 
 class TqdmProgress:
-    """Two bars: jobs finished (with counts per status) and bytes downloaded.
+    """Bars: jobs finished (with counts per status), total bytes, and one per file in flight.
 
     Args:
         jobs: Whether to draw the jobs bar (a single `check_result` only needs bytes).
-        **tqdm_kwargs: Passed to both bars (e.g. ``file=``, ``disable=``).
+        files: Whether to draw a bar per file while it downloads.
+        **tqdm_kwargs: Passed to every bar (e.g. ``file=``, ``disable=``).
     """
 
-    def __init__(self, *, jobs: bool = True, **tqdm_kwargs: Any) -> None:
+    def __init__(self, *, jobs: bool = True, files: bool = True, **tqdm_kwargs: Any) -> None:
         from tqdm.auto import tqdm
 
+        self._tqdm = tqdm
+        self._kwargs = tqdm_kwargs
+        self._files: dict[str, Any] | None = {} if files else None
         self._statuses: dict[str, Status] = {}
         self._jobs = (
             tqdm(total=0, desc="jobs", unit="job", position=0, **tqdm_kwargs) if jobs else None
@@ -103,8 +113,31 @@ class TqdmProgress:
         """Advance the bytes bar (tqdm itself rate-limits the redraws)."""
         self._bytes.update(count)
 
+    def file_progress(self, name: str, done: int, total: int | None) -> None:
+        """Draw (or advance) the file's own bar; it disappears when the file is complete."""
+        if self._files is None:
+            return
+        bar = self._files.get(name)
+        if bar is None:
+            bar = self._tqdm(
+                total=total,
+                desc=name[-30:],
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                leave=False,
+                **self._kwargs,
+            )
+            self._files[name] = bar
+        bar.update(done - bar.n)
+        if total is not None and done >= total:
+            bar.close()
+            del self._files[name]
+
     def close(self) -> None:
         """Close the bars."""
+        for bar in (self._files or {}).values():
+            bar.close()
         if self._jobs is not None:
             self._jobs.close()
         self._bytes.close()

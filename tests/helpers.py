@@ -37,6 +37,7 @@ class RecordingSink:
         self.bytes = 0
         self.total = 0
         self.closed = False
+        self.files: dict[str, tuple[int, int | None]] = {}
         self._on_status = on_status
 
     def add_jobs(self, count: int) -> None:
@@ -52,6 +53,9 @@ class RecordingSink:
 
     def advance_bytes(self, count: int) -> None:
         self.bytes += count
+
+    def file_progress(self, name: str, done: int, total: int | None) -> None:
+        self.files[name] = (done, total)
 
     def close(self) -> None:
         self.closed = True

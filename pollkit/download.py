@@ -17,23 +17,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import fcntl
 import functools
 import hashlib
-import json
 import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import backoff
 
+from pollkit._partfile import PartFile, file_matches
 from pollkit.archive import extract_zip
 from pollkit.core.naming import checksum_from_etag, extension, render_name, safe_name, url_basename
 from pollkit.core.ratelimit import TokenBucket
@@ -93,190 +92,6 @@ class SavedFile:
     reused: bool = False
     url: str | None = None
     extracted: tuple[Path, ...] = ()
-
-
-@dataclass
-class _Target:
-    """Where one output goes, and the state of its partial file while it downloads.
-
-    `written` always equals the bytes in the `.part` and in `digest`.
-    """
-
-    path: Path
-    expected_sha256: str | None
-    handle: IO[bytes] | None = None
-    digest: Any = field(default_factory=hashlib.sha256)
-    written: int = 0
-    etag: str | None = None
-    last_modified: str | None = None
-    progress: ProgressSink = field(default_factory=NullProgress)
-    announced: bool = False  # the file's size was added to the progress total
-    existing_size: int | None = None  # size of a file already at `path`, if any
-
-    @property
-    def part(self) -> Path:
-        return self.path.with_name(self.path.name + ".part")
-
-    @property
-    def meta(self) -> Path:
-        return self.path.with_name(self.path.name + ".part.json")
-
-    def partial(self) -> Partial | None:
-        if self.written == 0:
-            return None
-        return Partial(self.written, etag=self.etag, last_modified=self.last_modified)
-
-
-# --- blocking disk work, always run in the writer pool -------------------------------------
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _open(target: _Target) -> None:
-    """Open (or reopen) the `.part`, locked against other processes, and take stock.
-
-    Sets what is already on disk: the partial file (hashed once: only a resume across
-    processes reads bytes twice), its saved validator, and the size of a finished file at the
-    target.
-    """
-    folder = target.path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StorageError(
-            f"cannot use download directory: {exc.strerror}", path=str(folder)
-        ) from exc
-    handle = target.part.open("ab")
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise StorageError(
-            "another process is downloading this file", path=str(target.part)
-        ) from None
-    target.handle = handle
-    try:
-        target.existing_size = target.path.stat().st_size if target.path.is_file() else None
-    except OSError:
-        target.existing_size = None
-    target.digest = hashlib.sha256()
-    target.written = handle.tell()
-    if target.written == 0:
-        return
-    try:
-        meta = json.loads(target.meta.read_text())
-    except (OSError, ValueError):
-        meta = None
-    if isinstance(meta, dict):
-        target.etag, target.last_modified = meta.get("etag"), meta.get("last_modified")
-    with target.part.open("rb") as previous:
-        while block := previous.read(1 << 20):
-            target.digest.update(block)
-
-
-def _restart(target: _Target, resumable: bool) -> None:
-    """Empty the `.part`; keep the new validator beside it when the file is worth resuming."""
-    assert target.handle is not None
-    if target.written:
-        target.handle.truncate(0)
-        target.handle.seek(0)
-        target.digest = hashlib.sha256()
-        target.written = 0
-    if resumable:
-        tmp = target.meta.with_name(target.meta.name + ".tmp")
-        tmp.write_text(json.dumps({"etag": target.etag, "last_modified": target.last_modified}))
-        os.replace(tmp, target.meta)
-
-
-def _write(target: _Target, data: bytes) -> None:
-    assert target.handle is not None
-    target.handle.write(data)
-    target.digest.update(data)
-
-
-def _close(target: _Target) -> None:
-    handle, target.handle = target.handle, None
-    if handle is not None:
-        handle.close()  # also releases the lock
-
-
-def _release(target: _Target) -> None:
-    """Close the `.part` after a failure; keep it only when it holds bytes to resume from.
-
-    Never raises: closing flushes, and on a full disk the flush fails again. Bytes that did
-    not reach the disk are simply not in the `.part`; a resume starts from its real size.
-    """
-    if target.handle is None:
-        return  # never opened, or held by another process: not ours to remove
-    try:
-        _close(target)
-    except OSError as exc:
-        _log.debug("closing %s after a failure: %s", target.part, exc)
-    try:
-        empty = target.part.stat().st_size == 0
-    except OSError:
-        return
-    if empty:
-        target.part.unlink(missing_ok=True)
-        target.meta.unlink(missing_ok=True)
-
-
-def _matches(path: Path, size: int, sha256: str | None) -> bool:
-    """Whether `path` holds `size` bytes (and `sha256`, when known)."""
-    try:
-        if not path.is_file() or path.stat().st_size != size:
-            return False
-    except OSError:
-        return False
-    return sha256 is None or _sha256_file(path) == sha256
-
-
-def _keep_existing(target: _Target) -> tuple[int, str]:
-    """Give up the `.part` in favour of the file already at the target; its size and sha256."""
-    sha256 = _sha256_file(target.path)
-    size = target.path.stat().st_size
-    _discard(target)
-    return size, sha256
-
-
-def _discard(target: _Target) -> None:
-    _close(target)
-    target.part.unlink(missing_ok=True)
-    target.meta.unlink(missing_ok=True)
-
-
-def _finish(target: _Target, existing: str, fsync: bool) -> tuple[Path, bool]:
-    """Close the `.part` and move it into place under the existing-file policy.
-
-    Returns where the file is, and whether an identical file there was kept instead.
-    """
-    assert target.handle is not None
-    if fsync:
-        target.handle.flush()
-        os.fsync(target.handle.fileno())
-    size, sha256 = target.written, target.digest.hexdigest()
-    try:
-        for n in range(10_000):
-            stem, suffix = target.path.stem, target.path.suffix
-            candidate = target.path.with_name(f"{stem} ({n}){suffix}") if n else target.path
-            if not candidate.exists() or (n == 0 and existing == "overwrite"):
-                if n:
-                    _log.info("%s holds other bytes; saved as %s", target.path.name, candidate.name)
-                os.replace(target.part, candidate)
-                return candidate, False
-            if _matches(candidate, size, sha256):
-                target.part.unlink()
-                return candidate, True
-        raise StorageError("no free file name", path=str(target.path))
-    finally:
-        target.meta.unlink(missing_ok=True)
-        _close(target)
 
 
 # --- the engine ----------------------------------------------------------------------------
@@ -413,7 +228,7 @@ class Downloader:
         file_name = name or self.target_name(output, job_id=job_id, kind=kind)
         if not safe_name(file_name):
             raise UnsafePath(f"unsafe file name {file_name!r}", job_id=job_id)
-        target = _Target(
+        target = PartFile(
             path=Path(directory) / file_name,
             expected_sha256=output.sha256.lower() if output.sha256 else None,
             progress=progress or self.progress,
@@ -448,7 +263,7 @@ class Downloader:
             try:
                 saved: SavedFile = await retrying()
             finally:
-                await loop.run_in_executor(_WRITERS, _release, target)
+                await loop.run_in_executor(_WRITERS, target.release)
         if output.is_archive and self.policy.extract_archives:
             saved = await self._extract(saved, job_id)
         return saved
@@ -468,14 +283,14 @@ class Downloader:
         _log.debug("job %s: extracted %d files into %s", job_id, len(files), folder)
         return dataclasses.replace(saved, extracted=tuple(files))
 
-    async def _attempt(self, output: Output, target: _Target, job_id: str | None) -> SavedFile:
+    async def _attempt(self, output: Output, target: PartFile, job_id: str | None) -> SavedFile:
         """One request: resume or restart, stream, verify, finish."""
         loop = asyncio.get_running_loop()
         url = output.url
         assert url is not None
         if target.handle is None:
             try:
-                await loop.run_in_executor(_WRITERS, _open, target)
+                await loop.run_in_executor(_WRITERS, target.open)
             except OSError as exc:
                 raise StorageError(
                     f"cannot write: {exc.strerror}", job_id=job_id, path=str(target.part)
@@ -508,7 +323,7 @@ class Downloader:
         self,
         reply: aiohttp.ClientResponse,
         partial: Partial | None,
-        target: _Target,
+        target: PartFile,
         job_id: str | None,
     ) -> SavedFile:
         total = total_size(reply.status, reply.headers)
@@ -535,7 +350,7 @@ class Downloader:
             target.last_modified = reply.headers.get("Last-Modified")
             resumable = total is None or total >= RESUMABLE_FROM
             if target.written or resumable:
-                await self._disk(_restart, target, resumable, job_id=job_id)
+                await self._disk(target, target.restart, resumable, job_id=job_id)
         if action is not ResumeAction.COMPLETE:
             await self._stream(reply, target, total, job_id)
         if total is not None and target.written != total:
@@ -549,45 +364,47 @@ class Downloader:
         if expected and sha256 != expected:
             # The bytes on disk are wrong: start over rather than resume on top of them.
             target.progress.advance_bytes(-target.written)
-            await self._disk(_restart, target, False, job_id=job_id)
+            await self._disk(target, target.restart, False, job_id=job_id)
             raise ChecksumMismatch(
                 f"sha256 {sha256} is not the announced {expected}", job_id=job_id, url=source
             )
         path, reused = await self._disk(
-            _finish, target, self.policy.existing, self.policy.fsync, job_id=job_id
+            target, target.finish, self.policy.existing, self.policy.fsync, job_id=job_id
         )
         _log.debug("saved %s (%d bytes)", path, target.written)
         return SavedFile(path, target.written, sha256, reused=reused, url=source)
 
     async def _existing(
-        self, target: _Target, total: int, expected: str | None
+        self, target: PartFile, total: int, expected: str | None
     ) -> tuple[int, str] | None:
         """Size and sha256 of a file at the target that is to be kept instead of downloading."""
         loop = asyncio.get_running_loop()
         if target.existing_size == total and await loop.run_in_executor(
-            _WRITERS, _matches, target.path, total, expected
+            _WRITERS, file_matches, target.path, total, expected
         ):
             _log.debug("%s is already complete", target.path)
         elif self.policy.existing == "skip":
             _log.warning("%s holds other bytes; kept it (existing='skip')", target.path)
         else:
             return None
-        return await self._disk(_keep_existing, target)
+        return await self._disk(target, target.keep_existing)
 
-    async def _disk(self, func: Callable[..., _T], *args: Any, job_id: str | None = None) -> _T:
-        """Run blocking disk work in the writer pool; a refusal of the OS is a StorageError."""
+    async def _disk(
+        self, target: PartFile, func: Callable[..., _T], *args: Any, job_id: str | None = None
+    ) -> _T:
+        """Run blocking work on `target` in the writer pool; an OS refusal is a StorageError."""
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(_WRITERS, func, *args)
         except OSError as exc:
-            target = next((a for a in args if isinstance(a, _Target)), None)
-            where = str(target.part) if target else None
-            raise StorageError(f"disk refused: {exc.strerror}", job_id=job_id, path=where) from exc
+            raise StorageError(
+                f"disk refused: {exc.strerror}", job_id=job_id, path=str(target.part)
+            ) from exc
 
     async def _stream(
         self,
         reply: aiohttp.ClientResponse,
-        target: _Target,
+        target: PartFile,
         total: int | None,
         job_id: str | None,
     ) -> None:
@@ -607,7 +424,7 @@ class Downloader:
                 buffer.clear()
                 if self._bucket is not None:
                     await asyncio.sleep(self._bucket.reserve(len(chunk), time.monotonic()))
-                await self._disk(_write, target, chunk, job_id=job_id)
+                await self._disk(target, target.write, chunk, job_id=job_id)
                 target.written += len(chunk)
                 pending += len(chunk)
                 if pending >= _PROGRESS_BATCH:

@@ -9,8 +9,12 @@ Tests, the demo and benchmarks run against it instead of the real services::
         ...                                 # point a client at sim.url with sim.api_key
         sim.stats()                         # what the server saw and did
 
-Dialects: Magic Hour (``/v1/...``). Control routes live under ``/_sim/`` and output files
-under ``/_sim/files/``.
+Dialects: Magic Hour (``/v1/...``). Control routes live under ``/_sim/``; downloads under
+``/_sim/files/`` (signed output files), ``/_sim/blobs/<name>?size=N&seed=S`` (deterministic
+bytes of any size, see `pollkit.sim.blobs`) and ``/_sim/archives/<kind>.zip`` (hostile zips,
+see `pollkit.sim.archives`). The scenario's download switches (truncation, resets, stalls,
+bandwidth, no range support, changing ETags) and ``Simulator.inject`` body faults apply to
+all three.
 """
 
 from pollkit.sim.clock import SimClock

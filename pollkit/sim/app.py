@@ -1,35 +1,29 @@
-"""The aiohttp application: dialect routes, signed file downloads, control routes, faults, stats.
+"""The aiohttp application: dialect routes, download routes, control routes, faults, stats.
 
-Routes under ``/_sim/`` other than files are the control surface (stats, plans, faults,
-cancellation). They need no auth, never fail on purpose and are not counted in the stats, so
-that watching the simulator does not change what it reports.
+Routes under ``/_sim/`` other than downloads (files, blobs, archives) are the control surface
+(stats, plans, faults, cancellation). They need no auth, never fail on purpose and are not
+counted in the stats, so that watching the simulator does not change what it reports.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
-import struct
 from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pollkit.sim import magichour
-from pollkit.sim.faults import FaultInjector, format_retry_after, reason
-from pollkit.sim.files import stream_file
+from pollkit.sim import downloads, magichour
+from pollkit.sim.downloads import DOWNLOAD_PREFIXES
+from pollkit.sim.faults import BODY_FAULTS, FAULTS, FaultInjector, format_retry_after, reason
 from pollkit.sim.state import STATE, SimState
+from pollkit.sim.transfer import abort_connection
 
 __all__ = ["FAULTS", "InjectRequest", "PlanRequest", "build_app"]
 
 logger = logging.getLogger("pollkit.sim")
 
-#: Where the application keeps its `FaultInjector`.
-FAULTS: web.AppKey[FaultInjector] = web.AppKey("pollkit_sim_faults", FaultInjector)
-
 _CONTROL_PREFIX = "/_sim/"
-_FILES_PREFIX = "/_sim/files/"
 
 
 class PlanRequest(BaseModel):
@@ -44,7 +38,11 @@ class PlanRequest(BaseModel):
 
 
 class InjectRequest(BaseModel):
-    """Body of ``POST /_sim/inject``; the arguments of `Simulator.inject`."""
+    """Body of ``POST /_sim/inject``; the arguments of `Simulator.inject`.
+
+    A missing or null `path_prefix` means ``/v1/`` for ``status`` and ``reset`` faults and
+    ``/_sim/`` (every download route) for body faults.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -53,7 +51,17 @@ class InjectRequest(BaseModel):
     path_prefix: str = "/v1/"
     method: str | None = None
     retry_after: float | None = Field(default=None, ge=0)
-    kind: Literal["status", "reset"] = "status"
+    kind: Literal["status", "reset", "truncate", "reset_mid", "stall"] = "status"
+    stall_seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_prefix(cls, data: Any) -> Any:
+        # Body faults only ever apply to downloads, so their natural default differs.
+        if isinstance(data, dict) and data.get("path_prefix") is None:
+            body = data.get("kind") in BODY_FAULTS
+            return {**data, "path_prefix": "/_sim/" if body else "/v1/"}
+        return data
 
 
 def _message(status: int, text: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -68,23 +76,10 @@ def _route_key(request: web.Request) -> str:
     return f"{request.method} {template}"
 
 
-def _abort(request: web.Request) -> None:
-    # SO_LINGER 0 turns the close into a TCP reset, which clients see as a transport error.
-    transport = request.transport
-    if transport is None:
-        return
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        # The peer may already be gone; closing is all that matters then.
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
-
-
 @web.middleware
 async def _faults_and_counters(request: web.Request, handler: Any) -> web.StreamResponse:
     path = request.path
-    if path.startswith(_CONTROL_PREFIX) and not path.startswith(_FILES_PREFIX):
+    if path.startswith(_CONTROL_PREFIX) and not path.startswith(DOWNLOAD_PREFIXES):
         response: web.StreamResponse = await handler(request)
         return response
     state = request.app[STATE]
@@ -96,7 +91,7 @@ async def _faults_and_counters(request: web.Request, handler: Any) -> web.Stream
         if fault.kind == "reset":
             state.count_request(route, "reset", injected=True)
             logger.debug("fault: reset %s %s", request.method, path)
-            _abort(request)
+            abort_connection(request)
             return web.Response(status=500)  # never sent: the connection is already gone
         headers = None
         if fault.retry_after is not None:
@@ -112,34 +107,6 @@ async def _faults_and_counters(request: web.Request, handler: Any) -> web.Stream
         response = _message(exc.status, exc.reason, headers)
     state.count_request(route, str(response.status), injected=False)
     return response
-
-
-async def _file(request: web.Request) -> web.StreamResponse:
-    state = request.app[STATE]
-    refusal = state.check_signature(
-        request.path, request.query.get("expires"), request.query.get("sig")
-    )
-    if refusal == "expired":
-        return _message(403, "Request has expired")
-    if refusal is not None:
-        return _message(403, "Signature does not match")
-    job = state.jobs.get(request.match_info["job_id"])
-    now = state.clock.now()
-    finished = job.finished_at(now) if job is not None else None
-    if job is None or job.deleted or job.status(now) != "complete" or finished is None:
-        return _message(404, "Not Found")
-    name = request.match_info["name"]
-    output = next((o for o in job.outputs if o.name == name), None)
-    if output is None:
-        return _message(404, "Not Found")
-    info, data = state.files.get(job.id, output.index, output.name, output.media_type)
-    return await stream_file(
-        request,
-        info,
-        data,
-        modified_at=state.clock.wall(finished),
-        on_bytes=state.count_file_bytes,
-    )
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
@@ -207,7 +174,7 @@ def build_app(state: SimState, faults: FaultInjector) -> web.Application:
     app[STATE] = state
     app[FAULTS] = faults
     magichour.add_routes(app)
-    app.router.add_get("/_sim/files/{job_id}/{name}", _file)  # HEAD is added with GET
+    downloads.add_routes(app)
     app.router.add_get("/_sim/stats", _stats)
     app.router.add_post("/_sim/plan", _plan)
     app.router.add_post("/_sim/inject", _inject)

@@ -1,4 +1,10 @@
-"""Fault injection: planned faults (`Simulator.inject`) and the scenario's random ones."""
+"""Fault injection: planned faults (`Simulator.inject`) and the scenario's random ones.
+
+Two families: faults that replace a response (``status``, ``reset``), decided before the
+handler runs, and faults that break a download body already under way (``truncate``,
+``reset_mid``, ``stall``), decided only once a body is about to be sent so that a HEAD, a 416
+or an empty body never uses one up.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,29 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Literal
 
+from aiohttp import web
+
 from pollkit.sim.scenario import Scenario
 
-__all__ = ["Fault", "FaultInjector", "format_retry_after", "reason"]
+__all__ = [
+    "BODY_FAULTS",
+    "DEFAULT_STALL_SECONDS",
+    "FAULTS",
+    "FAULT_KINDS",
+    "Fault",
+    "FaultInjector",
+    "format_retry_after",
+    "reason",
+]
 
-FaultKind = Literal["status", "reset"]
+FaultKind = Literal["status", "reset", "truncate", "reset_mid", "stall"]
+
+#: Every kind `Simulator.inject` accepts.
+FAULT_KINDS: tuple[str, ...] = ("status", "reset", "truncate", "reset_mid", "stall")
+#: The kinds that break a download body rather than replace a response.
+BODY_FAULTS: tuple[str, ...] = ("truncate", "reset_mid", "stall")
+#: Pause of an injected ``stall`` when no `stall_seconds` is given.
+DEFAULT_STALL_SECONDS = 1.0
 
 _RANDOM_5XX = (500, 502, 503, 504)
 
@@ -42,14 +66,18 @@ class Fault:
 
     Attributes:
         kind: ``"status"`` answers `status` with a ``{"message": ...}`` body; ``"reset"``
-            closes the connection without a response.
+            closes the connection without a response. On download bodies, after about half
+            the body: ``"truncate"`` closes the connection, ``"reset_mid"`` resets it and
+            ``"stall"`` pauses `stall_seconds`, then goes on.
         status: HTTP status for ``"status"`` faults.
         retry_after: Seconds for a ``Retry-After`` header, or None for none.
+        stall_seconds: Real seconds a ``"stall"`` pauses.
     """
 
     kind: FaultKind
     status: int = 500
     retry_after: float | None = None
+    stall_seconds: float = 0.0
 
 
 @dataclass(slots=True)
@@ -74,6 +102,8 @@ class FaultInjector:
     def __init__(self, scenario: Scenario) -> None:
         self._scenario = scenario
         self._rng = random.Random(f"{scenario.seed}:faults")
+        # Its own stream: download faults must not shift the API faults a seed produces.
+        self._body_rng = random.Random(f"{scenario.seed}:downloads")
         self._lock = threading.Lock()
         self._planned: list[_Injection] = []
 
@@ -86,14 +116,22 @@ class FaultInjector:
         method: str | None,
         retry_after: float | None,
         kind: str,
+        stall_seconds: float | None = None,
     ) -> None:
         """Plan `count` faults for requests whose path starts with `path_prefix`.
+
+        Body faults (``truncate``, ``reset_mid``, ``stall``) only match download routes and
+        are used up only by responses that send a body.
 
         Raises:
             ValueError: An argument is out of range or `kind` is unknown.
         """
-        if kind not in ("status", "reset"):
-            raise ValueError(f"kind must be 'status' or 'reset', not {kind!r}")
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(FAULT_KINDS)}, not {kind!r}")
+        if stall_seconds is not None and kind != "stall":
+            raise ValueError("stall_seconds only applies to kind='stall'")
+        if stall_seconds is not None and not 0 <= stall_seconds < float("inf"):
+            raise ValueError("stall_seconds must be a finite number >= 0")
         if not 100 <= status <= 599:
             raise ValueError(f"status must be an HTTP status code, not {status!r}")
         if count < 1:
@@ -103,15 +141,32 @@ class FaultInjector:
         if not path_prefix.startswith("/"):
             raise ValueError("path_prefix must start with '/'")
         fault = Fault(
-            kind="reset" if kind == "reset" else "status", status=status, retry_after=retry_after
+            kind=_KINDS[kind],
+            status=status,
+            retry_after=retry_after,
+            stall_seconds=DEFAULT_STALL_SECONDS if stall_seconds is None else stall_seconds,
         )
         with self._lock:
             self._planned.append(
                 _Injection(fault, count, path_prefix, method.upper() if method else None)
             )
 
+    def _take_planned(self, method: str, path: str, *, body: bool) -> Fault | None:
+        # Caller holds the lock.
+        for injection in self._planned:
+            if (injection.fault.kind in BODY_FAULTS) != body:
+                continue
+            if path.startswith(injection.path_prefix) and injection.method in (None, method):
+                injection.remaining -= 1
+                if injection.remaining == 0:
+                    self._planned.remove(injection)
+                return injection.fault
+        return None
+
     def pick(self, method: str, path: str, *, allow_random: bool) -> Fault | None:
-        """The fault for this request, if any; planned faults are used up as they match.
+        """The fault that replaces this response, if any (``status`` or ``reset``).
+
+        Planned faults are used up as they match.
 
         Args:
             method: The request method.
@@ -119,12 +174,9 @@ class FaultInjector:
             allow_random: Whether the scenario's random faults apply (API routes only).
         """
         with self._lock:
-            for injection in self._planned:
-                if path.startswith(injection.path_prefix) and injection.method in (None, method):
-                    injection.remaining -= 1
-                    if injection.remaining == 0:
-                        self._planned.remove(injection)
-                    return injection.fault
+            planned = self._take_planned(method, path, body=False)
+            if planned is not None:
+                return planned
             if not allow_random:
                 return None
             scenario = self._scenario
@@ -136,3 +188,50 @@ class FaultInjector:
             if draw < scenario.http_error_rate + scenario.rate_limit_rate:
                 return Fault(kind="status", status=429, retry_after=scenario.retry_after)
             return None
+
+    def pick_body(self, method: str, path: str) -> Fault | None:
+        """The fault that breaks this download body, if any.
+
+        Call it only when a body is about to be sent. Planned body faults come first; then
+        one draw decides between the scenario's ``truncate_rate``, ``reset_rate`` and
+        ``stall_rate``.
+
+        Args:
+            method: The request method.
+            path: The request path.
+
+        Returns:
+            A ``truncate``, ``reset_mid`` or ``stall`` fault, or None.
+        """
+        with self._lock:
+            planned = self._take_planned(method, path, body=True)
+            if planned is not None:
+                return planned
+            scenario = self._scenario
+            truncate, reset, stall = (
+                scenario.truncate_rate,
+                scenario.reset_rate,
+                scenario.stall_rate,
+            )
+            if truncate == 0 and reset == 0 and stall == 0:
+                return None
+            draw = self._body_rng.random()
+        if draw < truncate:
+            return Fault(kind="truncate")
+        if draw < truncate + reset:
+            return Fault(kind="reset_mid")
+        if draw < truncate + reset + stall:
+            return Fault(kind="stall", stall_seconds=scenario.stall_seconds)
+        return None
+
+
+_KINDS: dict[str, FaultKind] = {
+    "status": "status",
+    "reset": "reset",
+    "truncate": "truncate",
+    "reset_mid": "reset_mid",
+    "stall": "stall",
+}
+
+#: Where the application keeps its `FaultInjector`.
+FAULTS: web.AppKey[FaultInjector] = web.AppKey("pollkit_sim_faults", FaultInjector)

@@ -3,7 +3,7 @@
 Files are generated from ``(seed, job id, index)`` alone, so the same scenario always produces
 the same bytes. Digests are kept for every file; the bytes themselves sit in a bounded cache
 and are regenerated if they were evicted (a benchmark with thousands of videos must not hold
-gigabytes in memory).
+gigabytes in memory). Range parsing lives in `pollkit.sim.transfer` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -16,9 +16,16 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.utils import formatdate
 
 from aiohttp import web
+
+from pollkit.sim.transfer import (
+    Delivery,
+    RangeNotSatisfiable,
+    bytes_entity,
+    parse_range,
+    serve,
+)
 
 __all__ = [
     "CHUNK_SIZE",
@@ -31,7 +38,7 @@ __all__ = [
     "stream_file",
 ]
 
-#: Bytes per write when streaming a body (room for later truncation or stall faults).
+#: Bytes per write when streaming an output file.
 CHUNK_SIZE = 256 * 1024
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -193,60 +200,6 @@ class FileStore:
         return self.get(job_id, index, name, media_type)[0]
 
 
-class RangeNotSatisfiable(Exception):
-    """A ``Range`` header that asks only for bytes past the end of the file."""
-
-
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """Decode a single-range ``Range`` header.
-
-    Syntactically invalid headers and multi-range requests are ignored (RFC 9110 lets a server
-    answer them with the whole file), which this returns as None.
-
-    Args:
-        header: The header value, or None.
-        size: Length of the file.
-
-    Returns:
-        ``(first, last)`` byte positions, inclusive, or None for "send everything".
-
-    Raises:
-        RangeNotSatisfiable: The range is valid but starts past the end of the file.
-    """
-    if not header:
-        return None
-    unit, _, spec = header.strip().partition("=")
-    if unit.strip().lower() != "bytes" or "," in spec:
-        return None
-    first_s, dash, last_s = spec.strip().partition("-")
-    first_s, last_s = first_s.strip(), last_s.strip()
-    if not dash or (first_s and not first_s.isdigit()) or (last_s and not last_s.isdigit()):
-        return None
-    if not first_s:
-        if not last_s:
-            return None
-        suffix = int(last_s)
-        if suffix == 0 or size == 0:
-            raise RangeNotSatisfiable
-        return max(0, size - suffix), size - 1
-    first = int(first_s)
-    if last_s and int(last_s) < first:
-        return None
-    last = int(last_s) if last_s else size - 1
-    if first >= size:
-        raise RangeNotSatisfiable
-    return first, min(last, size - 1)
-
-
-def _if_range_matches(value: str, etag: str, last_modified: str) -> bool:
-    value = value.strip()
-    if value.startswith('"'):
-        return value == etag
-    if value.startswith("W/"):
-        return False  # weak validators never satisfy If-Range
-    return value == last_modified
-
-
 async def stream_file(
     request: web.Request,
     info: FileInfo,
@@ -256,7 +209,7 @@ async def stream_file(
     on_bytes: Callable[[int], None],
     chunk_size: int = CHUNK_SIZE,
 ) -> web.StreamResponse:
-    """Answer a GET or HEAD for a file, honouring ``Range`` and ``If-Range``.
+    """Answer a GET or HEAD for a file, honouring ``Range`` and ``If-Range``, without faults.
 
     Args:
         request: The incoming request.
@@ -269,41 +222,11 @@ async def stream_file(
     Returns:
         The finished response (200, 206 or 416).
     """
-    last_modified = formatdate(modified_at, usegmt=True)
-    headers = {
-        "ETag": info.etag,
-        "Last-Modified": last_modified,
-        "Accept-Ranges": "bytes",
-    }
-    size = len(data)
-    try:
-        wanted = parse_range(request.headers.get("Range"), size)
-    except RangeNotSatisfiable:
-        headers["Content-Range"] = f"bytes */{size}"
-        return web.json_response({"message": "Range Not Satisfiable"}, status=416, headers=headers)
-    if_range = request.headers.get("If-Range")
-    if (
-        wanted is not None
-        and if_range is not None
-        and not _if_range_matches(if_range, info.etag, last_modified)
-    ):
-        wanted = None  # the client's partial copy is stale: send the whole new file
-    first, last = wanted if wanted is not None else (0, size - 1)
-    status = 200
-    if wanted is not None:
-        status = 206
-        headers["Content-Range"] = f"bytes {first}-{last}/{size}"
-    response = web.StreamResponse(status=status, headers=headers)
-    response.content_type = info.media_type
-    response.content_length = last - first + 1
-    await response.prepare(request)
-    if request.method != "HEAD":
-        view = memoryview(data)
-        position = first
-        while position <= last:
-            end = min(position + chunk_size, last + 1)
-            await response.write(view[position:end])
-            on_bytes(end - position)
-            position = end
-    await response.write_eof()
-    return response
+    entity = bytes_entity(
+        data,
+        etag=info.etag,
+        media_type=info.media_type,
+        modified_at=modified_at,
+        chunk_size=chunk_size,
+    )
+    return await serve(request, entity, Delivery(on_bytes=on_bytes, chunk_size=chunk_size))

@@ -42,6 +42,21 @@ class Scenario(BaseModel):
             ``enabled: false`` (``"disabled"``) or 404 (``"not_found"``).
         basename: Download URL file names: ``"per_project"`` (``output-0.png`` in every
             project, so naive clients collide) or ``"unique"`` (``<id>-0.png``).
+        truncate_rate: Probability that a download body ends early: the headers promise the
+            whole length, about half is sent, then the connection is closed.
+        reset_rate: Probability that a download is reset (TCP RST) after about half its body.
+        stall_rate: Probability that a download body pauses `stall_seconds` after about half.
+        stall_seconds: Length of those pauses, in real seconds.
+        range_support: False makes downloads ignore ``Range`` and ``If-Range`` (always 200 with
+            the whole body) and drop ``Accept-Ranges``, like a server without range support.
+        etag_changes: True gives every download response a fresh ``ETag`` and
+            ``Last-Modified``, as if the file were re-uploaded between requests (the bytes stay
+            the same), so an ``If-Range`` with an older validator never matches.
+        bandwidth: Bytes per real second of each download body; None is unlimited.
+
+    The download switches apply to output files, blobs and archives (``/_sim/files/``,
+    ``/_sim/blobs/``, ``/_sim/archives/``), never to API or control routes; they draw from
+    their own random stream, so turning them on does not change job outcomes or API faults.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -60,6 +75,13 @@ class Scenario(BaseModel):
     retry_after: float = Field(default=1.0, ge=0)
     deleted_read: Literal["disabled", "not_found"] = "disabled"
     basename: Literal["per_project", "unique"] = "per_project"
+    truncate_rate: float = Field(default=0.0, ge=0, le=1)
+    reset_rate: float = Field(default=0.0, ge=0, le=1)
+    stall_rate: float = Field(default=0.0, ge=0, le=1)
+    stall_seconds: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    range_support: bool = True
+    etag_changes: bool = False
+    bandwidth: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
     @field_validator("queue_delay", "render_time", mode="before")
     @classmethod
@@ -91,6 +113,8 @@ class Scenario(BaseModel):
             raise ValueError("failure_rate + cancel_rate must not exceed 1")
         if self.http_error_rate + self.rate_limit_rate > 1:
             raise ValueError("http_error_rate + rate_limit_rate must not exceed 1")
+        if self.truncate_rate + self.reset_rate + self.stall_rate > 1:
+            raise ValueError("truncate_rate + reset_rate + stall_rate must not exceed 1")
         return self
 
     def replace(self, **changes: Any) -> Scenario:
@@ -115,5 +139,15 @@ SCENARIOS: dict[str, Scenario] = {
     # For retry logic: fast, with transient server errors and rate limiting.
     "flaky": Scenario(
         time_scale=1000.0, http_error_rate=0.05, rate_limit_rate=0.03, retry_after=0.05
+    ),
+    # For download engines: fast, with bodies that end early, resets and two-second stalls
+    # mid-body, on a server that otherwise behaves (ranges honoured, stable validators).
+    "downloads-flaky": Scenario(
+        time_scale=1000.0,
+        truncate_rate=0.05,
+        reset_rate=0.02,
+        stall_rate=0.02,
+        stall_seconds=2.0,
+        etag_changes=False,
     ),
 }

@@ -168,26 +168,34 @@ class Simulator:
         self,
         status: int = 500,
         count: int = 3,
-        path_prefix: str = "/v1/",
+        path_prefix: str | None = None,
         method: str | None = None,
         retry_after: float | None = None,
         kind: str = "status",
+        stall_seconds: float | None = None,
     ) -> None:
         """Make the next `count` matching requests fail.
 
-        Control routes (``/_sim/…`` other than files) never match.
+        Control routes (``/_sim/…`` other than downloads) never match. Body faults
+        (``truncate``, ``reset_mid``, ``stall``) match only download routes (files, blobs,
+        archives) and are used up only by responses that send a body: a HEAD, a 416 or an
+        empty body leaves them for the next request.
 
         Args:
             status: HTTP status to answer, with a ``{"message": ...}`` body.
             count: How many requests fail.
-            path_prefix: Only requests whose path starts with this (file downloads included
-                when it covers ``/_sim/files/``).
+            path_prefix: Only requests whose path starts with this; None means ``/v1/`` for
+                ``status`` and ``reset``, and ``/_sim/`` (every download) for body faults.
             method: Only requests with this method; None matches any.
             retry_after: Adds ``Retry-After`` with these seconds.
-            kind: ``"status"``, or ``"reset"`` to close the connection without answering.
+            kind: ``"status"``; ``"reset"`` to close the connection without answering; or,
+                after about half of a download body, ``"truncate"`` (close the connection),
+                ``"reset_mid"`` (reset it) or ``"stall"`` (pause, then go on).
+            stall_seconds: Real seconds a ``"stall"`` pauses (default 1.0); only for stalls.
 
         Raises:
             pydantic.ValidationError: An argument is out of range.
+            ValueError: `stall_seconds` given for another kind.
         """
         rule = InjectRequest(
             status=status,
@@ -196,6 +204,7 @@ class Simulator:
             method=method,
             retry_after=retry_after,
             kind=kind,  # validated by the model
+            stall_seconds=stall_seconds,
         )
         self._faults.add(**rule.model_dump())
 
@@ -211,7 +220,14 @@ class Simulator:
         return self._state.cancel(job_id)
 
     def stats(self) -> dict[str, Any]:
-        """What ``GET /_sim/stats`` answers: jobs, outputs and request counters."""
+        """What ``GET /_sim/stats`` answers: jobs, outputs, request counters and archives.
+
+        ``requests`` holds ``total``, ``by_route``, ``by_status``, ``injected`` (every request
+        that failed on purpose), ``file_bytes_served``, ``blob_bytes_served``,
+        ``archive_bytes_served`` and ``download_faults`` (``{"truncate": n, "reset_mid": n,
+        "stall": n}``). ``archives`` maps each archive kind built so far in this process to
+        its ``size``, ``sha256``, ``entries`` and ``url_path``.
+        """
         return self._state.stats()
 
 
@@ -348,13 +364,14 @@ class ThreadedSimulator:
         self,
         status: int = 500,
         count: int = 3,
-        path_prefix: str = "/v1/",
+        path_prefix: str | None = None,
         method: str | None = None,
         retry_after: float | None = None,
         kind: str = "status",
+        stall_seconds: float | None = None,
     ) -> None:
         """See `Simulator.inject`."""
-        self._sim.inject(status, count, path_prefix, method, retry_after, kind)
+        self._sim.inject(status, count, path_prefix, method, retry_after, kind, stall_seconds)
 
     def cancel(self, job_id: str) -> str:
         """See `Simulator.cancel`."""

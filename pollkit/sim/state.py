@@ -19,7 +19,9 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from pollkit.sim.archives import built_archives
 from pollkit.sim.clock import SimClock
+from pollkit.sim.faults import BODY_FAULTS
 from pollkit.sim.files import FileInfo, FileStore
 from pollkit.sim.scenario import Scenario
 
@@ -144,6 +146,10 @@ class SimState:
         self.by_status: Counter[str] = Counter()
         self.injected = 0
         self.file_bytes_served = 0
+        self.blob_bytes_served = 0
+        self.archive_bytes_served = 0
+        self.download_faults: Counter[str] = Counter(dict.fromkeys(BODY_FAULTS, 0))
+        self._generation = 0
 
     # -- jobs ---------------------------------------------------------------------------
 
@@ -320,6 +326,31 @@ class SimState:
         with self.lock:
             self.file_bytes_served += count
 
+    def count_blob_bytes(self, count: int) -> None:
+        """Record body bytes written for blob downloads."""
+        with self.lock:
+            self.blob_bytes_served += count
+
+    def count_archive_bytes(self, count: int) -> None:
+        """Record body bytes written for archive downloads."""
+        with self.lock:
+            self.archive_bytes_served += count
+
+    def count_download_fault(self, kind: str) -> None:
+        """Record a body fault (``truncate``, ``reset_mid``, ``stall``) that took effect.
+
+        It counts as an injected fault too, like the faults that replace a response.
+        """
+        with self.lock:
+            self.download_faults[kind] += 1
+            self.injected += 1
+
+    def next_generation(self) -> int:
+        """A new generation number for validators that change on every response."""
+        with self.lock:
+            self._generation += 1
+            return self._generation
+
     def stats(self) -> dict[str, Any]:
         """The JSON document of ``GET /_sim/stats``."""
         with self.lock:
@@ -331,6 +362,9 @@ class SimState:
                 "by_status": dict(self.by_status),
                 "injected": self.injected,
                 "file_bytes_served": self.file_bytes_served,
+                "blob_bytes_served": self.blob_bytes_served,
+                "archive_bytes_served": self.archive_bytes_served,
+                "download_faults": dict(self.download_faults),
             }
         rows = []
         for job in jobs:
@@ -364,11 +398,22 @@ class SimState:
                     "outputs": outputs,
                 }
             )
+        # Only archives already built: building all of them costs about a second of zlib,
+        # which a stats call must not spend (the first request for an archive builds it).
+        archives = {}
+        for kind, archive in built_archives().items():
+            archives[kind] = {
+                "size": archive.size,
+                "sha256": archive.sha256,
+                "entries": list(archive.entries),
+                "url_path": f"/_sim/archives/{kind}.zip",
+            }
         return {
             "now": now,
             "time_scale": self.scenario.time_scale,
             "jobs": rows,
             "requests": requests,
+            "archives": archives,
         }
 
 

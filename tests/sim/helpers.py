@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import struct
 import zlib
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -77,3 +81,46 @@ def parse_png(data: bytes) -> tuple[int, int, bytes]:
     assert len(pixels) == height * (1 + 3 * width)
     assert all(pixels[row * (1 + 3 * width)] == 0 for row in range(height))  # filter bytes
     return width, height, pixels
+
+
+@dataclass(frozen=True)
+class RawReply:
+    """What a bare socket saw: the status line and headers, the body bytes, how it ended."""
+
+    status: int
+    headers: dict[str, str]  # names in lower case
+    body: bytes
+    reset: bool  # the connection was reset rather than closed
+
+
+async def raw_get(url: str, headers: dict[str, str] | None = None) -> RawReply:
+    """GET over a plain socket and read until the server closes or resets the connection.
+
+    aiohttp's client turns a short body into an exception and hides what arrived; this shows
+    exactly how many bytes came and whether the connection ended with FIN or RST.
+    """
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    lines = [f"GET {target} HTTP/1.1", f"Host: {parts.netloc}", "Connection: close"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    data = bytearray()
+    reset = False
+    try:
+        while chunk := await reader.read(1 << 16):
+            data += chunk
+    except ConnectionResetError:
+        reset = True
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+    head, _, body = bytes(data).partition(b"\r\n\r\n")
+    if not head:
+        return RawReply(status=0, headers={}, body=b"", reset=reset)
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    parsed = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        parsed[name.strip().lower()] = value.strip()
+    return RawReply(status=int(status_line.split()[1]), headers=parsed, body=body, reset=reset)

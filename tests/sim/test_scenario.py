@@ -23,6 +23,15 @@ def test_defaults_match_the_contract() -> None:
     assert scenario.basename == "per_project"
 
 
+def test_download_switches_default_to_off() -> None:
+    scenario = Scenario()
+    assert (scenario.truncate_rate, scenario.reset_rate, scenario.stall_rate) == (0, 0, 0)
+    assert scenario.stall_seconds == 0
+    assert scenario.range_support is True
+    assert scenario.etag_changes is False
+    assert scenario.bandwidth is None
+
+
 def test_a_single_number_is_a_constant_duration() -> None:
     scenario = Scenario(queue_delay=2, render_time=0.5)
     assert scenario.queue_delay == (2.0, 2.0)
@@ -45,6 +54,13 @@ def test_a_single_number_is_a_constant_duration() -> None:
         ("image_size", (0, 10)),
         ("deleted_read", "gone"),
         ("basename", "random"),
+        ("truncate_rate", 1.5),
+        ("reset_rate", -0.1),
+        ("stall_rate", 2),
+        ("stall_seconds", -1),
+        ("stall_seconds", float("inf")),
+        ("bandwidth", 0),
+        ("bandwidth", -5),
         ("colour", "blue"),
     ],
 )
@@ -58,6 +74,8 @@ def test_rates_that_cannot_add_up_are_rejected() -> None:
         Scenario(failure_rate=0.6, cancel_rate=0.6)
     with pytest.raises(pydantic.ValidationError, match="http_error_rate \\+ rate_limit_rate"):
         Scenario(http_error_rate=0.6, rate_limit_rate=0.6)
+    with pytest.raises(pydantic.ValidationError, match="truncate_rate \\+ reset_rate"):
+        Scenario(truncate_rate=0.5, reset_rate=0.3, stall_rate=0.3)
 
 
 def test_scenarios_are_frozen_and_replace_validates() -> None:
@@ -83,3 +101,11 @@ def test_named_scenarios() -> None:
     assert flaky.time_scale == 1000
     assert flaky.http_error_rate == pytest.approx(0.05)
     assert flaky.rate_limit_rate == pytest.approx(0.03)
+    downloads = SCENARIOS["downloads-flaky"]
+    assert downloads.time_scale == 1000
+    assert downloads.truncate_rate == pytest.approx(0.05)
+    assert downloads.reset_rate == pytest.approx(0.02)
+    assert downloads.stall_rate == pytest.approx(0.02)
+    assert downloads.stall_seconds == 2
+    assert downloads.etag_changes is False
+    assert downloads.range_support is True

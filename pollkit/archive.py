@@ -90,43 +90,64 @@ def extract_zip(
     """
     destination = Path(target)
     try:
-        destination.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".pollkit-extract-", dir=destination))
-    except OSError as exc:
-        raise StorageError(f"cannot extract: {exc.strerror}", path=str(destination)) from exc
-    try:
+        archive = zipfile.ZipFile(archive_path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise DownloadError(f"not a valid zip archive: {exc}", path=str(archive_path)) from exc
+    with archive:
+        # Every entry is judged before the first byte is written, or a folder created.
+        members = _check(archive, max_bytes=max_bytes, max_ratio=max_ratio, max_entries=max_entries)
+        created = not destination.exists()
         try:
-            archive = zipfile.ZipFile(archive_path)
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise DownloadError(f"not a valid zip archive: {exc}", path=str(archive_path)) from exc
-        with archive:
-            members = _check(
-                archive, max_bytes=max_bytes, max_ratio=max_ratio, max_entries=max_entries
+            destination.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".pollkit-extract-", dir=destination))
+        except OSError as exc:
+            raise StorageError(f"cannot extract: {exc.strerror}", path=str(destination)) from exc
+        try:
+            return _extract(
+                archive, members, staging, destination, max_bytes=max_bytes, max_ratio=max_ratio
             )
-            written = 0
-            for info, relative in members:
-                out = staging.joinpath(*relative.parts)
-                if info.is_dir():
-                    out.mkdir(parents=True, exist_ok=True)
-                    continue
-                out.parent.mkdir(parents=True, exist_ok=True)
-                limit = max_bytes - written
-                if info.file_size > _BLOCK:
-                    limit = min(limit, int(max_ratio * max(info.compress_size, 1)))
-                written += _copy_capped(archive, info, out, limit)
-            placed = []
-            for info, relative in members:
-                if info.is_dir():
-                    continue
-                final = destination.joinpath(*relative.parts)
-                final.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(staging.joinpath(*relative.parts), final)
-                placed.append(final)
-            return placed
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            if created:
+                shutil.rmtree(destination, ignore_errors=True)
+            raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _extract(
+    archive: zipfile.ZipFile,
+    members: list[tuple[zipfile.ZipInfo, PurePosixPath]],
+    staging: Path,
+    destination: Path,
+    *,
+    max_bytes: int,
+    max_ratio: float,
+) -> list[Path]:
+    """Write the checked entries into `staging`, then move them into `destination`."""
+    try:
+        written = 0
+        for info, relative in members:
+            out = staging.joinpath(*relative.parts)
+            if info.is_dir():
+                out.mkdir(parents=True, exist_ok=True)
+                continue
+            out.parent.mkdir(parents=True, exist_ok=True)
+            limit = max_bytes - written
+            if info.file_size > _BLOCK:
+                limit = min(limit, int(max_ratio * max(info.compress_size, 1)))
+            written += _copy_capped(archive, info, out, limit)
+        placed = []
+        for info, relative in members:
+            if info.is_dir():
+                continue
+            final = destination.joinpath(*relative.parts)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging.joinpath(*relative.parts), final)
+            placed.append(final)
+        return placed
     except OSError as exc:
         raise StorageError(f"cannot extract: {exc.strerror}", path=str(destination)) from exc
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _copy_capped(archive: zipfile.ZipFile, info: zipfile.ZipInfo, out: Path, limit: int) -> int:

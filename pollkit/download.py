@@ -412,9 +412,21 @@ class Downloader:
         chunk_size = self.policy.chunk_size
         pending = 0
         buffer = bytearray()
+
+        async def save(chunk: bytes) -> None:
+            nonlocal pending
+            await self._disk(target, target.write, chunk, job_id=job_id)
+            target.written += len(chunk)
+            pending += len(chunk)
+
         try:
             while True:
-                data = await reply.content.read(chunk_size - len(buffer))
+                try:
+                    data = await reply.content.read(chunk_size - len(buffer))
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                    if buffer:
+                        await save(bytes(buffer))  # received in order: keep, do not fetch again
+                    raise
                 buffer += data
                 if data and len(buffer) < chunk_size:
                     continue
@@ -424,9 +436,7 @@ class Downloader:
                 buffer.clear()
                 if self._bucket is not None:
                     await asyncio.sleep(self._bucket.reserve(len(chunk), time.monotonic()))
-                await self._disk(target, target.write, chunk, job_id=job_id)
-                target.written += len(chunk)
-                pending += len(chunk)
+                await save(chunk)
                 if pending >= _PROGRESS_BATCH:
                     target.progress.advance_bytes(pending)
                     target.progress.file_progress(target.path.name, target.written, total)

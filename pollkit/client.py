@@ -214,6 +214,7 @@ class AsyncClient:
                     download_directory if download_directory is not None else os.curdir,
                     refresh=self._refresher(job_id, state.kind),
                     progress=sink,
+                    fields=self.provider.name_fields(state),
                 )
                 paths = tuple(f.path for f in saved)
                 digests = tuple(f.sha256 for f in saved)

@@ -136,7 +136,14 @@ class Downloader:
             else None
         )
 
-    def target_name(self, output: Output, *, job_id: str | None, kind: str | None) -> str:
+    def target_name(
+        self,
+        output: Output,
+        *,
+        job_id: str | None,
+        kind: str | None,
+        fields: dict[str, str] | None = None,
+    ) -> str:
         """The file name `output` is saved under (before any conflict renaming).
 
         Raises:
@@ -153,9 +160,11 @@ class Downloader:
                 suggested=suggested,
                 ext=ext,
                 kind=kind,
+                fields=fields,
             )
         except (KeyError, IndexError, ValueError) as exc:
-            raise DownloadError(f"bad name template: {exc}", job_id=job_id) from exc
+            reason = exc.args[0] if exc.args else exc
+            raise DownloadError(f"name template: {reason}", job_id=job_id) from exc
         if not safe_name(name):
             raise UnsafePath(f"unsafe file name {name!r}", job_id=job_id)
         return name
@@ -167,6 +176,7 @@ class Downloader:
         *,
         refresh: Refresh | None = None,
         progress: ProgressSink | None = None,
+        fields: dict[str, str] | None = None,
     ) -> list[SavedFile]:
         """Download every output of a job into `directory` (created if missing).
 
@@ -186,6 +196,7 @@ class Downloader:
                     kind=state.kind,
                     refresh=refresh,
                     progress=progress,
+                    fields=fields,
                 )
                 for o in state.outputs
             ),
@@ -206,6 +217,7 @@ class Downloader:
         name: str | None = None,
         refresh: Refresh | None = None,
         progress: ProgressSink | None = None,
+        fields: dict[str, str] | None = None,
     ) -> SavedFile:
         """Download one output into `directory` (created if missing).
 
@@ -217,6 +229,7 @@ class Downloader:
             name: A file name to use instead of the template's.
             refresh: Returns the output with a fresh URL when this one has expired.
             progress: Where this download's bytes are reported (default: the downloader's).
+            fields: The provider's name fields for the template.
 
         Raises:
             DownloadError: The file could not be saved (a subclass says why); the `.part` with
@@ -225,7 +238,7 @@ class Downloader:
         """
         if output.url is None:
             raise DownloadError(f"output {output.index} has no URL", job_id=job_id)
-        file_name = name or self.target_name(output, job_id=job_id, kind=kind)
+        file_name = name or self.target_name(output, job_id=job_id, kind=kind, fields=fields)
         if not safe_name(file_name):
             raise UnsafePath(f"unsafe file name {file_name!r}", job_id=job_id)
         target = PartFile(

@@ -103,8 +103,10 @@ class DownloadPolicy(_Policy):
 
     Attributes:
         name_template: File name of each output. Fields: ``{job_id}``, ``{index}``, ``{name}``
-            (the suggested name without extension), ``{ext}`` (with its dot, from the URL,
-            the API's media type, or the reply's Content-Type) and ``{kind}``.
+            (the suggested name without extension), ``{ext}`` (with its dot, from the URL or
+            the API's media type), ``{kind}``, and the provider's own fields (Magic Hour:
+            ``{project_name}``, ``{type}``); an unknown field fails the download, naming the
+            fields there are.
         existing: What to do when a *different* file already has the target name:
             ``"rename"`` saves the new one as ``name (1).ext``, ``"skip"`` keeps the old one
             and downloads nothing, ``"overwrite"`` replaces it. A file with the same size
@@ -134,15 +136,16 @@ class DownloadPolicy(_Policy):
 
     @field_validator("name_template")
     @classmethod
-    def _known_fields(cls, value: str) -> str:
+    def _well_formed(cls, value: str) -> str:
         import string
 
-        fields = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
-        unknown = fields - {"job_id", "index", "name", "ext", "kind"}
-        if unknown:
-            raise ValueError(
-                f"unknown fields {sorted(unknown)} (known: job_id, index, name, ext, kind)"
-            )
         if not value.strip():
             raise ValueError("must not be empty")
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
+        except ValueError as exc:
+            raise ValueError(f"malformed template: {exc}") from exc
+        bad = [f for f in fields if not f.isidentifier()]
+        if bad:
+            raise ValueError(f"fields must be plain names, got {bad}")
         return value

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from pollkit import AsyncClient, MagicHour, Status, StorageError
+from pollkit import AsyncClient, DownloadError, MagicHour, Status, StorageError
 from pollkit.cli import main
 from pollkit.policies import DownloadPolicy
 from pollkit.sim import Simulator, ThreadedSimulator
@@ -353,3 +353,38 @@ def test_duplicate_and_nameless_urls_get_distinct_stable_names() -> None:
     assert names[2] != names[3]
     assert names_for_urls(["http://h/"]) == [names[2]]
     assert os.sep not in "".join(names)
+
+
+async def test_name_template_with_provider_fields(tmp_path: Path) -> None:
+    template = "{project_name}-{type}-{index}{ext}"
+    async with (
+        Simulator(FROZEN) as sim,
+        client_for(sim, download=DownloadPolicy(name_template=template)) as client,
+    ):
+        submission = await client.submit(
+            IMAGE_SPEC | {"name": "harbour study/v2", "image_count": 1}
+        )
+        sim.clock.advance(100)
+        result = await client.check_result(submission.job_id, download_directory=tmp_path)
+        bad = DownloadPolicy(name_template="{job_id}-{nope}{ext}")
+        known = "ext, index, job_id, kind, name, project_name, type"
+        async with client_for(sim, download=bad) as strict:
+            with pytest.raises(DownloadError, match=rf"no field 'nope' \(fields: {known}\)"):
+                await strict.check_result(submission.job_id, download_directory=tmp_path)
+    assert [p.name for p in result.downloaded_paths] == ["harbour_study_v2-AI_IMAGE-0.png"]
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("", "must not be empty"),
+        ("{0}{ext}", "plain names"),
+        ("{a.b}", "plain names"),
+        ("{", "malformed"),
+    ],
+)
+def test_bad_templates_are_refused_up_front(template: str, message: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=message):
+        DownloadPolicy(name_template=template)

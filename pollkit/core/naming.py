@@ -7,7 +7,14 @@ import posixpath
 import re
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["checksum_from_etag", "extension", "render_name", "safe_name", "url_basename"]
+__all__ = [
+    "checksum_from_etag",
+    "extension",
+    "name_field",
+    "render_name",
+    "safe_name",
+    "url_basename",
+]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # Types mimetypes gets wrong or leaves out on some systems.
@@ -37,6 +44,14 @@ def safe_name(name: str) -> bool:
     return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
 
 
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def name_field(value: object) -> str:
+    """A value from an API made fit for a file name: runs of other characters become ``_``."""
+    return _UNSAFE_CHARS.sub("_", str(value)).strip("._") or "_"
+
+
 def render_name(
     template: str,
     *,
@@ -45,20 +60,30 @@ def render_name(
     suggested: str,
     ext: str,
     kind: str | None = None,
+    fields: dict[str, str] | None = None,
 ) -> str:
     """Fill the name template; the result is checked with `safe_name` by the caller.
 
+    Args:
+        fields: The provider's own fields, already made safe with `name_field`.
+
     Raises:
-        KeyError, ValueError: The template is malformed.
+        KeyError: The template names a field there is not (the message lists those there are).
+        ValueError: The template is malformed.
     """
     stem = posixpath.splitext(suggested)[0] if suggested else ""
-    return template.format(
+    values: dict[str, object] = dict(fields or {})
+    values.update(
         job_id=job_id or "download",
         index=index,
         name=stem or "output",
         ext=ext,
         kind=kind or "output",
     )
+    try:
+        return template.format(**values)
+    except KeyError as exc:
+        raise KeyError(f"no field {exc.args[0]!r} (fields: {', '.join(sorted(values))})") from None
 
 
 def checksum_from_etag(etag: str | None) -> str | None:

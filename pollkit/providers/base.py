@@ -137,6 +137,10 @@ class Provider(ABC):
         """The request that cancels a job."""
         raise UnsupportedOperation(f"{self.name} has no cancel endpoint")
 
+    def name_fields(self, state: JobState) -> dict[str, str]:
+        """Fields this API adds to the download name template, made fit for file names."""
+        return {}
+
     def log_unknown_status(self, native: str, job_id: str) -> None:
         """Log an unrecognised native status once per provider (rule 1 of the status mapping)."""
         if native not in self._unknown_statuses_logged:

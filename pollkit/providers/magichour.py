@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pollkit.core.naming import name_field
 from pollkit.errors import ConfigurationError, ProtocolError
 from pollkit.models import ErrorInfo, JobState, Output, Status
 from pollkit.providers.base import Provider, Request, Response, Submission
@@ -233,6 +234,14 @@ class MagicHour(Provider):
         if kind not in _KINDS:
             raise ConfigurationError(f"magichour: kind must be one of {_KINDS}, got {kind!r}")
         return (kind,)
+
+    def name_fields(self, state: JobState) -> dict[str, str]:
+        """``{project_name}`` (the project's name, or its id) and ``{type}`` (``AI_IMAGE``…)."""
+        raw = state.raw
+        return {
+            "project_name": name_field(raw.get("name") or state.job_id),
+            "type": name_field(raw.get("type") or state.kind or "project"),
+        }
 
     def parse_state(
         self, response: Response, observed_at: datetime, previous: JobState | None

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import io
 import json
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from pollkit.core.resume import Partial
 from pollkit.errors import StorageError
@@ -53,7 +54,7 @@ class PartFile:
     path: Path
     expected_sha256: str | None
     progress: ProgressSink = field(default_factory=NullProgress)
-    handle: IO[bytes] | None = None
+    handle: io.FileIO | None = None
     digest: Any = field(default_factory=hashlib.sha256)
     written: int = 0
     etag: str | None = None
@@ -95,7 +96,9 @@ class PartFile:
             raise StorageError(
                 f"cannot use download directory: {exc.strerror}", path=str(folder)
             ) from exc
-        handle = self.part.open("ab")
+        # Unbuffered: the engine hands whole batches of received pieces to `write`, and a
+        # buffer would only copy them once more.
+        handle = open(self.part, "ab", buffering=0)  # noqa: SIM115 - closed by close()
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -135,11 +138,22 @@ class PartFile:
             tmp.write_text(json.dumps({"etag": self.etag, "last_modified": self.last_modified}))
             os.replace(tmp, self.meta)
 
-    def write(self, data: bytes) -> None:
-        """Append and hash `data` (the caller counts `written` once the write succeeded)."""
+    def write(self, pieces: list[bytes]) -> int:
+        """Append and hash `pieces`, in order; return how many bytes that was.
+
+        The caller counts `written` once this returned: bytes of a failed call may be partly
+        on disk, and a resume starts from the file's real size anyway.
+        """
         assert self.handle is not None
-        self.handle.write(data)
-        self.digest.update(data)
+        total = 0
+        for piece in pieces:
+            self.digest.update(piece)
+            view = memoryview(piece)
+            while view:  # a regular file takes it all, but write() may legally take less
+                done = self.handle.write(view)
+                view = view[done or 0 :]
+            total += len(piece)
+        return total
 
     def close(self) -> None:
         """Close the `.part`, which also releases the lock."""

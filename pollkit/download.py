@@ -16,6 +16,7 @@ handled by `DownloadPolicy.existing`, never silently overwritten by default.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -421,44 +422,73 @@ class Downloader:
         total: int | None,
         job_id: str | None,
     ) -> None:
-        """Append the body to the `.part`: one disk write (and hash) per `chunk_size` bytes."""
+        """Append the body to the `.part`, with one write in flight while the next is read.
+
+        Received pieces are passed on as they came (no joining, no copy on the event loop),
+        in batches of about `chunk_size` bytes: one thread hop per batch, strictly in order.
+        """
+        loop = asyncio.get_running_loop()
         chunk_size = self.policy.chunk_size
-        pending = 0
-        buffer = bytearray()
+        pending_progress = 0
+        in_flight: asyncio.Future[int] | None = None
 
-        async def save(chunk: bytes) -> None:
-            nonlocal pending
-            await self._disk(target, target.write, chunk, job_id=job_id)
-            target.written += len(chunk)
-            pending += len(chunk)
+        async def settle() -> None:
+            # Wait for the write in flight and count it; a refusal of the disk is ours to name.
+            nonlocal in_flight, pending_progress
+            if in_flight is None:
+                return
+            future, in_flight = in_flight, None
+            try:
+                done = await future
+            except OSError as exc:
+                raise StorageError(
+                    f"disk refused: {exc.strerror}", job_id=job_id, path=str(target.part)
+                ) from exc
+            target.written += done
+            pending_progress += done
+            if pending_progress >= _PROGRESS_BATCH:
+                target.progress.advance_bytes(pending_progress)
+                target.progress.file_progress(target.path.name, target.written, total)
+                pending_progress = 0
 
+        async def submit(batch: list[bytes], size: int) -> None:
+            nonlocal in_flight
+            await settle()
+            if self._bucket is not None:
+                await asyncio.sleep(self._bucket.reserve(size, time.monotonic()))
+            in_flight = loop.run_in_executor(_WRITERS, target.write, batch)
+
+        batch: list[bytes] = []
+        size = 0
         try:
             while True:
                 try:
-                    data = await reply.content.read(chunk_size - len(buffer))
+                    data, end_of_http_chunk = await reply.content.readchunk()
                 except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
-                    if buffer:
-                        await save(bytes(buffer))  # received in order: keep, do not fetch again
+                    if batch:  # received in order: keep it, do not fetch it again
+                        await submit(batch, size)
+                    await settle()
                     raise
-                buffer += data
-                if data and len(buffer) < chunk_size:
-                    continue
-                if not buffer:
-                    break
-                chunk = bytes(buffer)
-                buffer.clear()
-                if self._bucket is not None:
-                    await asyncio.sleep(self._bucket.reserve(len(chunk), time.monotonic()))
-                await save(chunk)
-                if pending >= _PROGRESS_BATCH:
-                    target.progress.advance_bytes(pending)
-                    target.progress.file_progress(target.path.name, target.written, total)
-                    pending = 0
+                if data:
+                    batch.append(data)
+                    size += len(data)
+                    if size < chunk_size:
+                        continue
+                elif end_of_http_chunk:
+                    continue  # a chunked body's chunk boundary, not its end
+                if batch:
+                    await submit(batch, size)
+                    batch, size = [], 0
                 if not data:
                     break
+            await settle()
         finally:
-            if pending:
-                target.progress.advance_bytes(pending)
+            if in_flight is not None:
+                # Leaving on an error: let the last write land before the file is closed.
+                with contextlib.suppress(OSError):
+                    target.written += await in_flight
+            if pending_progress:
+                target.progress.advance_bytes(pending_progress)
             target.progress.file_progress(target.path.name, target.written, total)
 
 

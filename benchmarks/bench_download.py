@@ -76,6 +76,8 @@ class Sample:
     mbps: float
     cpu: float
     rss: int
+    wall: float
+    size: int
 
 
 @dataclass
@@ -93,6 +95,10 @@ class Cell:
     def mbps(self) -> float:
         return statistics.median(s.mbps for s in self.samples)
 
+    def net_mbps(self, start: float) -> float:
+        """Median throughput once the tool's start-up (`start` seconds) is taken out."""
+        return statistics.median(s.size / max(s.wall - start, 1e-3) / 1e6 for s in self.samples)
+
     @property
     def cpu(self) -> float:
         return statistics.median(s.cpu for s in self.samples)
@@ -103,6 +109,7 @@ class Cell:
 
 
 Cells = dict[tuple[str, str], Cell]  # (set key, tool name) → runs
+Starts = dict[str, float]  # tool name → wall seconds of a run with nothing to download
 
 
 def _sha256(path: Path) -> str:
@@ -150,7 +157,9 @@ def _run_once(tool: Tool, blobs: Sequence[Blob], workdir: Path, timeout: float) 
     finally:
         _empty(target)
     total = sum(b.size for b in blobs)
-    return Sample(mbps=total / run.wall / 1e6, cpu=run.cpu, rss=run.max_rss)
+    return Sample(
+        mbps=total / run.wall / 1e6, cpu=run.cpu, rss=run.max_rss, wall=run.wall, size=total
+    )
 
 
 def bench_server(
@@ -190,28 +199,35 @@ def bench_server(
     return cells
 
 
-def _ratio(cell: Cell, peer: Cell | None) -> float | None:
-    if not cell.ok or peer is None or not peer.ok:
+def _ratio(cells: Cells, key: str, tool: str, peer: str, starts: Starts | None) -> float | None:
+    """`tool`'s throughput over `peer`'s on one set; with `starts`, each without its start-up."""
+    ours, theirs = cells.get((key, tool)), cells.get((key, peer))
+    if ours is None or theirs is None or not ours.ok or not theirs.ok:
         return None
-    return cell.mbps / peer.mbps
+    if starts is None:
+        return ours.mbps / theirs.mbps
+    return ours.net_mbps(starts.get(tool, 0.0)) / theirs.net_mbps(starts.get(peer, 0.0))
 
 
-def _verdict(key: str, cells: Cells) -> str:
-    """pollkit's throughput targets on one set: met, missed (and why), or n/a."""
+def _verdict(key: str, cells: Cells, starts: Starts) -> str:
+    """pollkit's throughput targets on one set, counting its start-up and not counting it."""
     ours = cells[(key, "pollkit")]
     if not ours.ok:
         return "missed (no figure)"
-    checks = []
-    vs_curl = _ratio(ours, cells.get((key, "curl")))
-    if vs_curl is not None:
-        checks.append((vs_curl >= CURL_TARGET[key], f"{vs_curl:.2f}× curl < {CURL_TARGET[key]:g}"))
-    vs_aria = _ratio(ours, cells.get((key, "aria2c")))
-    if vs_aria is not None:
-        checks.append((vs_aria >= 1, f"{vs_aria:.2f}× aria2c < 1"))
-    if not checks:
-        return "n/a (no peer)"
-    missed = [why for met, why in checks if not met]
-    return f"**missed**: {', '.join(missed)}" if missed else "met"
+    verdicts = []
+    for label, table in (("with start-up", None), ("engine", starts)):
+        checks = []
+        vs_curl = _ratio(cells, key, "pollkit", "curl", table)
+        if vs_curl is not None:
+            checks.append((vs_curl >= CURL_TARGET[key], f"{vs_curl:.2f}× curl"))
+        vs_aria = _ratio(cells, key, "pollkit", "aria2c", table)
+        if vs_aria is not None:
+            checks.append((vs_aria >= 1, f"{vs_aria:.2f}× aria2c"))
+        if not checks:
+            return "n/a (no peer)"
+        missed = [why for met, why in checks if not met]
+        verdicts.append(f"{label}: **missed** ({', '.join(missed)})" if missed else f"{label}: met")
+    return "; ".join(verdicts)
 
 
 def _rss_verdict(cells: Cells) -> str | None:
@@ -230,25 +246,31 @@ def _fmt(value: float | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
-def table(cells: Cells, sets: Sequence[FileSet], tools: Sequence[Tool]) -> list[str]:
+def table(
+    cells: Cells, sets: Sequence[FileSet], tools: Sequence[Tool], starts: Starts
+) -> list[str]:
     """One server's results as Markdown lines: a table, then pollkit's targets."""
-    columns = ["set", "tool", "MB/s, median (min–max)", "× curl", "× aria2c", "CPU s"]
-    columns += ["peak RSS MB", "target"]
+    columns = ["set", "tool", "MB/s, median (min–max)", "× curl", "× aria2c"]
+    columns += ["MB/s without start-up", "× curl", "× aria2c", "CPU s", "peak RSS MB", "target"]
     lines = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
     for files in sets:
-        curl, aria = cells.get((files.key, "curl")), cells.get((files.key, "aria2c"))
+        key = files.key
         for tool in tools:
-            cell = cells[(files.key, tool.name)]
-            target = _verdict(files.key, cells) if tool.name == "pollkit" else ""
+            cell = cells[(key, tool.name)]
+            target = _verdict(key, cells, starts) if tool.name == "pollkit" else ""
             name = LABELS.get(tool.name, tool.name)
             if not cell.ok:
                 failure = (cell.failure or "no run").replace("|", "\\|")
-                lines.append(f"| {files.label} | {name} | {failure} | | | | | {target} |")
+                lines.append(f"| {files.label} | {name} | {failure} |" + " |" * 7 + f" {target} |")
                 continue
             low, high = min(s.mbps for s in cell.samples), max(s.mbps for s in cell.samples)
+            gross = [_ratio(cells, key, tool.name, peer, None) for peer in ("curl", "aria2c")]
+            net = [_ratio(cells, key, tool.name, peer, starts) for peer in ("curl", "aria2c")]
             lines.append(
                 f"| {files.label} | {name} | {cell.mbps:.0f} ({low:.0f}–{high:.0f}) "
-                f"| {_fmt(_ratio(cell, curl), '.2f')} | {_fmt(_ratio(cell, aria), '.2f')} "
+                f"| {_fmt(gross[0], '.2f')} | {_fmt(gross[1], '.2f')} "
+                f"| {cell.net_mbps(starts.get(tool.name, 0.0)):.0f} "
+                f"| {_fmt(net[0], '.2f')} | {_fmt(net[1], '.2f')} "
                 f"| {cell.cpu:.2f} | {cell.rss / 1e6:.0f} | {target} |"
             )
     rss = _rss_verdict(cells)
@@ -257,16 +279,17 @@ def table(cells: Cells, sets: Sequence[FileSet], tools: Sequence[Tool]) -> list[
     return lines
 
 
-def startup(tools: Sequence[Tool], workdir: Path) -> str:
+def startup(tools: Sequence[Tool], workdir: Path) -> tuple[str, Starts]:
     """Each tool's wall time on an empty list (median of 3 after one to warm caches up)."""
     target = workdir / "out"
-    figures = []
+    starts: Starts = {}
     for tool in tools:
         _empty(target)
         argv = tool.command([], target, workdir)
         walls = [measure(argv, timeout=60).wall for _ in range(4)][1:]
-        figures.append(f"{LABELS.get(tool.name, tool.name)} {statistics.median(walls):.2f}")
-    return "Start-up alone (wall s on an empty list, median of 3): " + ", ".join(figures) + "."
+        starts[tool.name] = statistics.median(walls)
+    figures = ", ".join(f"{LABELS.get(n, n)} {v:.2f}" for n, v in starts.items())
+    return f"Start-up alone (wall s on an empty list, median of 3): {figures}.", starts
 
 
 def _commit() -> str:
@@ -336,8 +359,11 @@ _ABOUT = (
     "`download_files_async` (one file at a time, each held whole in memory). Throughput is the "
     "set's bytes over the client's wall time, start-up included, median of {runs} runs "
     "(min–max); CPU is the client's user + system seconds (median); peak RSS the largest of its "
-    "runs. Clients take turns run by run; every run's files are checked by sha256 against the "
-    "source, and a client that failed once gets no figure. Targets for pollkit: ≥ aria2c on "
+    "runs. Without start-up, each run's wall time less the tool's own start-up (below): what "
+    "the engine does once running, as a library user calling it in a process sees it. "
+    "Clients take turns run by run; every run's files are checked by sha256 against the "
+    "source, and a client that failed once gets no figure. Targets for pollkit, judged both "
+    "ways: ≥ aria2c on "
     "every set, ≥ 0.85× curl on 50 MB and 1 GB files, ≥ 0.6× curl on 1 MB files, and a peak "
     "RSS within 30 MB between the 1 MB and the 1 GB set."
 )
@@ -376,7 +402,7 @@ def main() -> None:
         # pollkit would compile itself at every start. The prefix keeps caches out of the tree.
         os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
         os.environ["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
-        boot = startup(tools, workdir)
+        boot, starts = startup(tools, workdir)
         print(boot)
         for name in args.servers:
             server = _server(name)
@@ -388,7 +414,10 @@ def main() -> None:
                     running, sets, tools, runs=args.runs, timeout=args.timeout, workdir=workdir
                 )
                 results.append((running.title, cells))
-    body = [f"### {title}\n\n" + "\n".join(table(cells, sets, tools)) for title, cells in results]
+    body = [
+        f"### {title}\n\n" + "\n".join(table(cells, sets, tools, starts))
+        for title, cells in results
+    ]
     about = machine(tools, with_nginx="nginx" in args.servers and nginx_version() is not None)
     print(f"\n{about}\n{boot}\n\n" + "\n\n".join(body))
     load = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -12,14 +12,17 @@ from typing import Any
 
 import aiohttp
 
+from pollkit.core.cadence import DurationModel
 from pollkit.download import Downloader, Refresh
 from pollkit.engine import Engine
 from pollkit.errors import ConfigurationError, URLExpired
 from pollkit.http import Transport
-from pollkit.models import JobState, Output, Result, Status
+from pollkit.journal import Journal, default_journal_path
+from pollkit.models import Event, JobState, Output, Result, Status
 from pollkit.policies import Cadence, DownloadPolicy, RetryPolicy
 from pollkit.progress import NullProgress, ProgressSink, TqdmProgress
 from pollkit.providers.base import Provider, Submission
+from pollkit.scheduler import BatchItem, Scheduler
 
 __all__ = ["AsyncClient"]
 
@@ -70,6 +73,9 @@ class AsyncClient:
         )
         self._engine = Engine(provider, self._transport, rng=random.Random(seed))
         self._downloader = Downloader(self._transport, download)
+        self._rng = random.Random(seed)
+        # Durations seen in batches; they teach the cadence when jobs are likely to end.
+        self._durations = DurationModel()
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -246,6 +252,120 @@ class AsyncClient:
             )
 
         return refresh
+
+    async def events(
+        self,
+        items: Iterable[BatchItem],
+        *,
+        download_directory: str | os.PathLike[str],
+        journal: Journal | str | os.PathLike[str] | bool = True,
+        concurrency: int = 16,
+        rate: float | None = None,
+        timeout: float | None = None,
+        cadence: Cadence | None = None,
+        download_outputs: bool = True,
+        resubmit_ambiguous: bool = False,
+        on_event: Callable[[Event], None] | None = None,
+        progress: bool | ProgressSink = False,
+    ) -> AsyncGenerator[Event, None]:
+        """Run a batch and yield every event of it; see `run` for the arguments."""
+        directory = Path(download_directory)
+        chosen = self._cadence(timeout, cadence)
+        sink: ProgressSink
+        if progress is True:
+            sink = TqdmProgress(jobs=True)
+        elif progress is False:
+            sink = NullProgress()
+        else:
+            sink = progress
+        owned: Journal | None = None
+        if journal is True:
+            owned = Journal(default_journal_path(directory))
+        elif isinstance(journal, (str, os.PathLike)):
+            owned = Journal(journal)
+        book = owned if owned is not None else (journal if isinstance(journal, Journal) else None)
+        scheduler = Scheduler(
+            self._engine,
+            self._downloader,
+            cadence=chosen,
+            durations=self._durations,
+            journal=book,
+            directory=directory,
+            concurrency=concurrency,
+            rate=rate,
+            download_outputs=download_outputs,
+            resubmit_ambiguous=resubmit_ambiguous,
+            on_event=on_event,
+            progress=sink,
+            refresher=self._refresher,
+            rng=self._rng,
+        )
+        try:
+            async for event in scheduler.events(items):
+                yield event
+        finally:
+            if owned is not None:
+                owned.close()
+            if progress is True:
+                sink.close()
+
+    async def run(
+        self,
+        items: Iterable[BatchItem],
+        *,
+        download_directory: str | os.PathLike[str],
+        journal: Journal | str | os.PathLike[str] | bool = True,
+        concurrency: int = 16,
+        rate: float | None = None,
+        timeout: float | None = None,
+        cadence: Cadence | None = None,
+        download_outputs: bool = True,
+        resubmit_ambiguous: bool = False,
+        on_event: Callable[[Event], None] | None = None,
+        progress: bool | ProgressSink = False,
+    ) -> AsyncGenerator[Result, None]:
+        """Submit a batch, wait for every job and download their outputs; yield results as
+        jobs finish (``async for result in client.run(specs, download_directory="out")``).
+
+        One scheduler tracks every job (a heap of next-poll times); a job's outputs download
+        as soon as it completes. A job that fails, is canceled or times out yields a `Result`
+        saying so (`Result.error` when the batch gave up on it); the batch goes on.
+
+        Args:
+            items: Specs, existing job ids (wait and download only), or ``(key, spec)``.
+            download_directory: Where outputs go (created if missing).
+            journal: True for ``<download_directory>/.pollkit/journal.sqlite``, a path, a
+                `Journal`, or False for none. With a journal a rerun of the same batch submits
+                nothing twice and downloads nothing twice.
+            concurrency: Submits, and polls, in flight at once.
+            rate: Most submits per second; None: no limit.
+            timeout: Deadline of each job, in seconds from its submission.
+            cadence: Polling policy (the durations seen in the batch refine it).
+            download_outputs: Download the outputs of completed jobs.
+            resubmit_ambiguous: Submit again a spec whose submit was in flight when the last
+                run stopped (the job may exist: Magic Hour cannot tell).
+            on_event: Called with every `Event` (submitted, status, progress, downloads, done,
+                failed).
+            progress: True for tqdm bars (jobs with counts per status, and bytes), or a sink.
+
+        Raises:
+            AuthenticationError: The API key was refused (nothing else would work either).
+        """
+        async for event in self.events(
+            items,
+            download_directory=download_directory,
+            journal=journal,
+            concurrency=concurrency,
+            rate=rate,
+            timeout=timeout,
+            cadence=cadence,
+            download_outputs=download_outputs,
+            resubmit_ambiguous=resubmit_ambiguous,
+            on_event=on_event,
+            progress=progress,
+        ):
+            if event.result is not None and event.kind in ("done", "failed"):
+                yield event.result
 
     async def submit_and_check(
         self,

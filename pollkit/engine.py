@@ -79,21 +79,28 @@ class Engine:
         response = await self.transport.send(request, retry=retry)
         return self.provider.parse_submission(response, _utcnow())
 
-    async def _first_found(self, requests: list[Request]) -> Response:
+    async def _first_found(
+        self, requests: list[Request], retry: RetryPolicy | None = None
+    ) -> Response:
         """Send each request in turn while the previous one answered 404."""
         for request in requests[:-1]:
             try:
-                return await self.transport.send(request)
+                return await self.transport.send(request, retry=retry)
             except NotFound:
                 continue
-        return await self.transport.send(requests[-1])
+        return await self.transport.send(requests[-1], retry=retry)
 
     async def observe(
-        self, job_id: str, kind: str | None = None, previous: JobState | None = None
+        self,
+        job_id: str,
+        kind: str | None = None,
+        previous: JobState | None = None,
+        *,
+        retry: RetryPolicy | None = None,
     ) -> tuple[JobState, PollHints]:
         """Poll once: the job's state, and the timing hints of the reply."""
         requests = list(self.provider.status_requests(job_id, kind))
-        response = await self._first_found(requests)
+        response = await self._first_found(requests, retry)
         state = self.provider.parse_state(response, _utcnow(), previous)
         hints = PollHints(
             retry_after=parse_retry_after(response.headers.get("Retry-After")),

@@ -241,6 +241,8 @@ class DownloadError(PollkitError):
         job_id: The job whose output it is, if any.
         url: The URL without its query string (signed URLs carry secrets there).
         path: The target file.
+        operation: What was being done, for the message (``"download"``; the journal says
+            its own).
     """
 
     def __init__(
@@ -250,9 +252,10 @@ class DownloadError(PollkitError):
         job_id: str | None = None,
         url: str | None = None,
         path: str | None = None,
+        operation: str | None = "download",
     ) -> None:
         target = f" ({path})" if path else ""
-        super().__init__(f"{_where('download', job_id)}{message}{target}")
+        super().__init__(f"{_where(operation, job_id)}{message}{target}")
         self.job_id = job_id
         self.url = url.split("?", 1)[0] if url else None
         self.path = path

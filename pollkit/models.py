@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TERMINAL_STATUSES", "ErrorInfo", "JobState", "Output", "Result", "Status"]
+__all__ = ["TERMINAL_STATUSES", "ErrorInfo", "Event", "JobState", "Output", "Result", "Status"]
 
 
 class Status(str, enum.Enum):
@@ -130,6 +130,8 @@ class Result:
         submitted_at: When the job was submitted, if this client submitted it.
         finished_at: When the job was first seen terminal.
         noticed_at: Same as `finished_at` for polling; kept apart for push transports.
+        key: The batch key of the spec the job came from (`run` only).
+        error: Why the batch gave up on the job (a deadline, a failed download…), if it did.
     """
 
     state: JobState
@@ -140,6 +142,8 @@ class Result:
     submitted_at: datetime | None = None
     finished_at: datetime | None = None
     noticed_at: datetime | None = None
+    key: str | None = None
+    error: BaseException | None = field(default=None, compare=False)
 
     @property
     def job_id(self) -> str:
@@ -153,8 +157,8 @@ class Result:
 
     @property
     def ok(self) -> bool:
-        """True when the job completed."""
-        return self.state.status is Status.COMPLETE
+        """True when the job completed and nothing went wrong after (its files are saved)."""
+        return self.state.status is Status.COMPLETE and self.error is None
 
     def raise_for_status(self) -> Result:
         """Raise when the job did not complete; return self otherwise, for chaining.
@@ -162,11 +166,39 @@ class Result:
         Raises:
             JobFailed: The job ended in `Status.ERROR`.
             JobCanceled: The job ended in `Status.CANCELED`.
+            PollkitError: The batch gave up on the job (`error`: a deadline, a failed download).
         """
         from pollkit.errors import JobCanceled, JobFailed
 
+        if self.error is not None:
+            raise self.error
         if self.state.status is Status.ERROR:
             raise JobFailed(state=self.state)
         if self.state.status is Status.CANCELED:
             raise JobCanceled(state=self.state)
         return self
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened to a job of a batch (`AsyncClient.run`'s ``on_event``).
+
+    Attributes:
+        kind: ``submitted``, ``status`` (a new status), ``progress``, ``download_started``,
+            ``download_finished``, ``done`` (finished and handled: `result` is set) or
+            ``failed`` (the batch gave up on it: `error` is set; `result` too).
+        key: The spec's batch key.
+        job_id: The job, once it has one.
+        state: The latest state, when there is one.
+        result: The final result, for ``done`` and ``failed``.
+        error: What went wrong, for ``failed``.
+        path: The file, for the download events.
+    """
+
+    kind: str
+    key: str
+    job_id: str | None = None
+    state: JobState | None = None
+    result: Result | None = None
+    error: BaseException | None = None
+    path: Path | None = None

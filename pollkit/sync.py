@@ -11,7 +11,7 @@ import asyncio
 import os
 import threading
 import weakref
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -21,6 +21,7 @@ from pollkit.models import JobState, Result
 from pollkit.policies import Cadence
 from pollkit.progress import ProgressSink
 from pollkit.providers.base import Provider, Submission
+from pollkit.scheduler import BatchItem
 
 __all__ = ["Client"]
 
@@ -162,6 +163,26 @@ class Client:
                 progress=progress,
             )
         )
+
+    def run(self, items: Iterable[BatchItem], **kwargs: Any) -> Iterator[Result]:
+        """See `AsyncClient.run`: the same arguments; yields results as jobs finish.
+
+        Stopping the iteration early (``break``) stops the batch; its journal stays consistent.
+        """
+        stream = self._async.run(items, **kwargs)
+
+        async def step() -> Result:
+            return await stream.__anext__()
+
+        try:
+            while True:
+                try:
+                    yield self._run(step())
+                except StopAsyncIteration:
+                    return
+        finally:
+            if self._finalizer.alive:
+                self._runner.run(stream.aclose())
 
     def submit_and_check(
         self,

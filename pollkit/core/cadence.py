@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 from pollkit.policies import Cadence
 
-__all__ = ["PollHints", "next_poll_delay"]
+__all__ = ["DurationModel", "PollHints", "learned_delay", "next_poll_delay"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,3 +61,62 @@ def next_poll_delay(
         # The last poll lands on the deadline, not after it.
         delay = min(delay, remaining)
     return max(delay, 0.0)
+
+
+class DurationModel:
+    """Job durations observed per group (provider and kind), for the cadence to learn from.
+
+    Keeps the most recent `max_samples` of each group, sorted. Pure: times are passed in.
+    """
+
+    def __init__(self, *, max_samples: int = 512, min_samples: int = 5) -> None:
+        self.max_samples = max_samples
+        self.min_samples = min_samples
+        self._recent: dict[str, list[float]] = {}
+        self._sorted: dict[str, list[float]] = {}
+
+    def observe(self, group: str, seconds: float) -> None:
+        """Record that a job of `group` took `seconds` from submission to its end."""
+        recent = self._recent.setdefault(group, [])
+        recent.append(seconds)
+        if len(recent) > self.max_samples:
+            del recent[0]
+        self._sorted[group] = sorted(recent)
+
+    def samples(self, group: str) -> list[float] | None:
+        """The sorted durations of `group`, or None while there are too few to trust."""
+        found = self._sorted.get(group)
+        return found if found is not None and len(found) >= self.min_samples else None
+
+
+def learned_delay(
+    cadence: Cadence,
+    *,
+    age: float,
+    durations: list[float],
+    share: float = 0.2,
+    lag_cap: float = 2.0,
+) -> float | None:
+    """Wait until the next poll from the durations seen so far, or None to fall back to backoff.
+
+    Jobs like this one that are still running at `age` ended at the `durations` beyond it.
+    Sleep until the earliest of them if that is still far; otherwise poll each time about
+    `share` of them would have finished, but never wait longer than `lag_cap` there, so a job
+    that finishes is noticed soon. Past every duration seen, the plain backoff takes over.
+
+    Args:
+        cadence: Bounds the result to [initial, maximum].
+        age: Seconds since the job was submitted.
+        durations: Sorted durations of comparable jobs.
+        share: Fraction of comparable running jobs expected to finish between two polls.
+        lag_cap: Longest wait while jobs like this one are finishing.
+    """
+    first = bisect.bisect_right(durations, age)
+    survivors = len(durations) - first
+    if survivors < 3:
+        return None
+    until_first = durations[first] - age
+    if until_first > lag_cap:
+        return min(until_first, cadence.maximum)
+    step = durations[min(first + max(1, int(share * survivors)), len(durations) - 1)] - age
+    return min(max(step, cadence.initial), lag_cap, cadence.maximum)

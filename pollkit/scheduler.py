@@ -1,0 +1,561 @@
+"""The batch scheduler behind `AsyncClient.run`: thousands of jobs, one heap of next-poll times.
+
+Specs are submitted with bounded concurrency (and an optional rate); every job is tracked in one
+heap keyed by when it is next due, not in a sleeping coroutine of its own; a job's outputs are
+downloaded as soon as it completes, while others still render. A 429 anywhere pauses every
+request of the batch (a shared backoff), and one failed job never stops the others.
+
+With a journal, every spec is written down before its submit request and completed with the job
+id after it, so a rerun of the same batch submits nothing twice and downloads nothing twice. A
+spec whose submit was in flight when the previous run stopped is *ambiguous*: the API (Magic
+Hour has no list endpoint) cannot tell whether the job exists, so it is reported as failed with
+code ``ambiguous_submit`` and submitted again only with ``resubmit_ambiguous=True``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pollkit.core.cadence import DurationModel, learned_delay, next_poll_delay
+from pollkit.core.ratelimit import TokenBucket
+from pollkit.core.retry import retry_after_of
+from pollkit.download import Downloader, Refresh
+from pollkit.engine import Engine
+from pollkit.errors import (
+    APIError,
+    AuthenticationError,
+    ConfigurationError,
+    DownloadError,
+    InvalidRequest,
+    NotFound,
+    PollkitError,
+    PollTimeout,
+    RateLimited,
+    TransportError,
+)
+from pollkit.journal import Journal, JournalEntry, spec_key
+from pollkit.models import ErrorInfo, Event, JobState, Result, Status
+from pollkit.policies import Cadence
+from pollkit.progress import NullProgress, ProgressSink
+
+__all__ = ["BatchItem", "Scheduler"]
+
+_log = logging.getLogger("pollkit.scheduler")
+_T = TypeVar("_T")
+
+BatchItem = Mapping[str, Any] | str | tuple[str, Mapping[str, Any]]
+"""A spec, an existing job id, or ``(key, spec)`` with a key of the caller's."""
+
+# A job whose polls keep failing (after the transport's own retries) is given up after this many.
+_MAX_POLL_FAILURES = 6
+
+
+@dataclass(slots=True, eq=False)
+class _Job:
+    key: str
+    job_id: str
+    kind: str | None
+    since: float  # monotonic: submission in this run, or first sight of a resumed job
+    submitted_at: datetime | None
+    fresh: bool  # submitted in this run: its duration teaches the cadence
+    state: JobState | None = None
+    polls: int = 0
+    failures: int = 0
+
+
+@dataclass(slots=True)
+class _Counters:
+    admitting: int = 0
+    tracked: int = 0
+    feeding_done: bool = False
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _files_present(entry: JournalEntry) -> bool:
+    """Whether every output the journal verified is still on disk with its size."""
+    for output in entry.outputs:
+        try:
+            if os.stat(output.path).st_size != output.size:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def _group(provider: str, kind: str | None) -> str:
+    return f"{provider}:{kind or '-'}"
+
+
+class Scheduler:
+    """Runs one batch. Created by `AsyncClient.run`; not reusable."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        downloader: Downloader,
+        *,
+        cadence: Cadence,
+        durations: DurationModel,
+        journal: Journal | None,
+        directory: Path,
+        concurrency: int,
+        rate: float | None,
+        download_outputs: bool,
+        resubmit_ambiguous: bool,
+        on_event: Callable[[Event], None] | None,
+        progress: ProgressSink | None,
+        refresher: Callable[[str, str | None], Refresh],
+        rng: random.Random,
+    ) -> None:
+        if concurrency < 1:
+            raise ConfigurationError(f"concurrency must be ≥ 1, got {concurrency}")
+        if rate is not None and rate <= 0:
+            raise ConfigurationError(f"rate must be > 0 submits per second, got {rate}")
+        self.engine = engine
+        self.provider = engine.provider
+        self.downloader = downloader
+        self.cadence = cadence
+        self.durations = durations
+        self.journal = journal
+        self.directory = directory
+        self.concurrency = concurrency
+        self.download_outputs = download_outputs
+        self.resubmit_ambiguous = resubmit_ambiguous
+        self.on_event = on_event
+        self.progress = progress or NullProgress()
+        self.refresher = refresher
+        self.rng = rng
+        self._bucket = TokenBucket(rate, burst=1) if rate else None
+        # 429s are handled here, for the whole batch, instead of per request.
+        base = engine.transport.retry
+        self._poll_retry = base.model_copy(update={"statuses": base.statuses - {429}})
+        self._submit_retry = base.model_copy(
+            update={"statuses": frozenset(), "retry_connection_errors": False}
+        )
+        self._journal_thread = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="pollkit-journal"
+        )
+        self._heap: list[tuple[float, int, _Job]] = []
+        self._seq = itertools.count()
+        self._wake = asyncio.Event()
+        self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._counters = _Counters()
+        self._pause_until = 0.0
+        self._pause_step = 0
+        self._fatal: BaseException | None = None
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    async def _journal(self, func: Callable[..., _T], *args: Any) -> _T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._journal_thread, func, *args)
+
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._reap)
+        return task
+
+    def _reap(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None and self._fatal is None:
+            self._fatal = task.exception()
+            self._queue.put_nowait(None)
+
+    def _emit(self, event: Event) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception:  # a broken callback must not stop the batch
+                _log.exception("on_event callback failed for %s", event.kind)
+        self._queue.put_nowait(event)
+
+    def _maybe_finished(self) -> None:
+        c = self._counters
+        if c.feeding_done and c.admitting == 0 and c.tracked == 0:
+            self._queue.put_nowait(None)
+
+    async def _respect_pause(self) -> None:
+        # A loop, not one sleep: another 429 may extend the pause meanwhile.
+        while (wait := self._pause_until - time.monotonic()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(wait)
+
+    def _pause_all(self, error: BaseException) -> None:
+        """A 429: hold every request of the batch for the server's Retry-After (or a backoff)."""
+        hint = retry_after_of(error)
+        if hint is None:
+            self._pause_step += 1
+            hint = min(self.cadence.initial * 2 ** min(self._pause_step, 10), self.cadence.maximum)
+        until = time.monotonic() + hint
+        if until > self._pause_until:
+            _log.info("rate limited: pausing the whole batch for %.2f s", hint)
+            self._pause_until = until
+
+    # --- the run --------------------------------------------------------------------------
+
+    async def events(self, items: Iterable[BatchItem]) -> AsyncIterator[Event]:
+        """Run the batch; yield every event, ending when every item is done or failed."""
+        if self.journal is not None:
+            stale = await self._journal(self.journal.entries, {"submitting"})
+            for entry in stale:
+                await self._journal(self.journal.mark_ambiguous, entry.key)
+            if stale:
+                _log.warning("%d submits were in flight when the last run stopped", len(stale))
+        self._spawn(self._feed(items))
+        self._spawn(self._poll_loop())
+        try:
+            while True:
+                event = await self._queue.get()
+                if event is None:
+                    break
+                yield event
+            if self._fatal is not None:
+                raise self._fatal
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._journal_thread.shutdown(wait=True)
+
+    async def _feed(self, items: Iterable[BatchItem]) -> None:
+        slots = asyncio.Semaphore(self.concurrency)
+        for item in items:
+            await slots.acquire()
+            self._counters.admitting += 1
+
+            def release(_: asyncio.Task[Any]) -> None:
+                slots.release()
+                self._counters.admitting -= 1
+                self._maybe_finished()
+
+            self._spawn(self._admit(item)).add_done_callback(release)
+        self._counters.feeding_done = True
+        self._maybe_finished()
+
+    def _key_and_spec(self, item: BatchItem) -> tuple[str, Mapping[str, Any] | None, str | None]:
+        """(key, spec to submit or None, existing job id or None)."""
+        if isinstance(item, str):
+            return f"job:{item}", None, item
+        if isinstance(item, tuple):
+            key, spec = item
+            return spec_key(spec, key), spec, None
+        if isinstance(item, Mapping):
+            return spec_key(item), item, None
+        raise ConfigurationError(
+            f"a batch item must be a spec, a job id or (key, spec); got {item!r}"
+        )
+
+    async def _admit(self, item: BatchItem) -> None:
+        try:
+            key, spec, job_id = self._key_and_spec(item)
+        except ConfigurationError as exc:
+            self._fail_unsubmitted(f"item:{id(item)}", exc)
+            return
+        if job_id is not None:
+            await self._adopt(key, job_id)
+            return
+        assert spec is not None
+        if self.journal is not None:
+            entry = await self._journal(
+                self.journal.begin_submit, key, self.provider.name, dict(spec)
+            )
+            if entry.state == "done" and entry.job_id and _files_present(entry):
+                self._replay(entry)
+                return
+            if entry.state in ("submitted", "done") and entry.job_id:
+                self._track(key, entry.job_id, entry.kind, entry.submitted_at, fresh=False, due=0.0)
+                return
+            if entry.state == "ambiguous" and not self.resubmit_ambiguous:
+                error = PollkitError(
+                    f"spec {key}: its submit was in flight when the last run stopped; the job may "
+                    "exist. Run with resubmit_ambiguous=True to submit it again."
+                )
+                self._fail_unsubmitted(key, error, code="ambiguous_submit")
+                return
+            if entry.state in ("ambiguous", "rejected"):
+                await self._journal(self.journal.retry_submit, key)
+        await self._submit(key, spec)
+
+    async def _adopt(self, key: str, job_id: str) -> None:
+        """Track a job that exists already (wait and download only)."""
+        if self.journal is not None:
+            entry = await self._journal(
+                self.journal.begin_submit, key, self.provider.name, {"job_id": job_id}
+            )
+            if entry.state in ("submitting", "ambiguous"):
+                await self._journal(self.journal.record_submitted, key, job_id, None, _now())
+        self._track(key, job_id, None, None, fresh=False, due=0.0)
+
+    async def _submit(self, key: str, spec: Mapping[str, Any]) -> None:
+        while True:
+            await self._respect_pause()
+            if self._bucket is not None:
+                await asyncio.sleep(self._bucket.reserve(1, time.monotonic()))
+            try:
+                submission = await self.engine.submit(spec, retry=self._submit_retry)
+                break
+            except RateLimited as exc:
+                self._pause_all(exc)  # the server did not take it: safe to send again
+            except (InvalidRequest, AuthenticationError, ConfigurationError) as exc:
+                # Refused: nothing was created. A rerun may send it again.
+                if self.journal is not None:
+                    await self._journal(self.journal.record_submit_failed, key, str(exc))
+                self._fail_unsubmitted(key, exc)
+                return
+            except (APIError, TransportError) as exc:
+                # A 5xx or a broken connection may hide a job that was created and paid for.
+                if self.journal is not None:
+                    await self._journal(self.journal.mark_ambiguous, key)
+                self._fail_unsubmitted(key, exc, code="ambiguous_submit")
+                return
+        if self.journal is not None:
+            await self._journal(
+                self.journal.record_submitted,
+                key,
+                submission.job_id,
+                submission.kind,
+                submission.submitted_at,
+            )
+        self._emit(Event("submitted", key, submission.job_id))
+        first = self._first_delay(submission.kind)
+        self._track(
+            key, submission.job_id, submission.kind, submission.submitted_at, fresh=True, due=first
+        )
+
+    def _replay(self, entry: JournalEntry) -> None:
+        """A job the journal says is finished, with its files on disk: no request at all."""
+        status = Status(entry.status) if entry.status else Status.COMPLETE
+        state = JobState(
+            provider=entry.provider,
+            job_id=entry.job_id or "",
+            status=status,
+            native_status=entry.native_status or status.value,
+            observed_at=entry.finished_at or _now(),
+            error=ErrorInfo(None, entry.error) if entry.error else None,
+            kind=entry.kind,
+        )
+        result = Result(
+            state=state,
+            downloaded_paths=tuple(Path(o.path) for o in entry.outputs),
+            sha256=tuple(o.sha256 for o in entry.outputs),
+            submitted_at=entry.submitted_at,
+            finished_at=entry.finished_at,
+            noticed_at=entry.finished_at,
+            key=entry.key,
+        )
+        self.progress.add_jobs(1)
+        self.progress.job_status(entry.key, status)
+        self._emit(Event("done", entry.key, entry.job_id, state=state, result=result))
+
+    def _fail_unsubmitted(self, key: str, error: BaseException, code: str | None = None) -> None:
+        state = JobState(
+            provider=self.provider.name,
+            job_id="",
+            status=Status.ERROR,
+            native_status=code or "not_submitted",
+            observed_at=_now(),
+            error=ErrorInfo(code or "not_submitted", str(error)),
+        )
+        result = Result(state=state, key=key, error=error)
+        self.progress.add_jobs(1)
+        self.progress.job_status(key, Status.ERROR)
+        self._emit(Event("failed", key, None, state=state, result=result, error=error))
+
+    def _first_delay(self, kind: str | None) -> float:
+        samples = self.durations.samples(_group(self.provider.name, kind))
+        learned = learned_delay(self.cadence, age=0.0, durations=samples) if samples else None
+        base = learned if learned is not None else self.cadence.initial
+        return base * (1 + self.cadence.jitter * (2 * self.rng.random() - 1))
+
+    def _track(
+        self,
+        key: str,
+        job_id: str,
+        kind: str | None,
+        submitted_at: datetime | None,
+        *,
+        fresh: bool,
+        due: float,
+    ) -> None:
+        job = _Job(key, job_id, kind, time.monotonic(), submitted_at, fresh)
+        self._counters.tracked += 1
+        self.progress.add_jobs(1)
+        self._push(job, due)
+
+    def _push(self, job: _Job, delay: float) -> None:
+        heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), job))
+        self._wake.set()
+
+    # --- polling ---------------------------------------------------------------------------
+
+    async def _poll_loop(self) -> None:
+        slots = asyncio.Semaphore(self.concurrency)
+        while True:
+            if not self._heap:
+                await self._wake.wait()
+                self._wake.clear()
+                continue
+            wait = self._heap[0][0] - time.monotonic()
+            if wait > 0:
+                self._wake.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait)
+                continue
+            _, _, job = heapq.heappop(self._heap)
+            await slots.acquire()
+            self._spawn(self._poll(job)).add_done_callback(lambda _: slots.release())
+
+    async def _poll(self, job: _Job) -> None:
+        await self._respect_pause()
+        try:
+            state, hints = await self.engine.observe(
+                job.job_id, job.kind, job.state, retry=self._poll_retry
+            )
+        except RateLimited as exc:
+            self._pause_all(exc)
+            self._push(job, 0.0)
+            return
+        except (NotFound, AuthenticationError, ConfigurationError) as exc:
+            await self._give_up(job, exc)
+            return
+        except (APIError, TransportError) as exc:
+            job.failures += 1
+            if job.failures >= _MAX_POLL_FAILURES:
+                await self._give_up(job, exc)
+            else:
+                self._push(job, min(self.cadence.initial * 2**job.failures, self.cadence.maximum))
+            return
+        self._pause_step = 0
+        job.failures = 0
+        job.polls += 1
+        previous, job.state = job.state, state
+        job.kind = state.kind or job.kind
+        if previous is None or previous.status is not state.status:
+            self.progress.job_status(job.key, state.status)
+            self._emit(Event("status", job.key, job.job_id, state=state))
+            if self.journal is not None:
+                error = str(state.error) if state.error else None
+                await self._journal(
+                    self.journal.record_status,
+                    job.key,
+                    state.status.value,
+                    state.native_status,
+                    state.observed_at,
+                    error,
+                )
+        elif state.progress is not None and (previous.progress != state.progress):
+            self._emit(Event("progress", job.key, job.job_id, state=state))
+        age = time.monotonic() - job.since
+        if state.is_terminal:
+            if job.fresh:
+                self.durations.observe(_group(self.provider.name, job.kind), age)
+            self._spawn(self._finish(job, state))
+            return
+        delay = self._next_delay(job, age, hints)
+        if delay is None:
+            timeout = self.cadence.timeout or 0.0
+            await self._give_up(job, PollTimeout(job_id=job.job_id, timeout=timeout, state=state))
+            return
+        self._push(job, delay)
+
+    def _next_delay(self, job: _Job, age: float, hints: Any) -> float | None:
+        if self.cadence.timeout is not None and age >= self.cadence.timeout:
+            return None
+        samples = self.durations.samples(_group(self.provider.name, job.kind))
+        learned = learned_delay(self.cadence, age=age, durations=samples) if samples else None
+        rand = self.rng.random()
+        if learned is not None:
+            delay = max(
+                learned * (1 + self.cadence.jitter * (2 * rand - 1)), hints.retry_after or 0.0
+            )
+            if self.cadence.timeout is not None:
+                delay = min(delay, self.cadence.timeout - age)
+            return delay
+        return next_poll_delay(self.cadence, polls=job.polls, elapsed=age, hints=hints, rand=rand)
+
+    # --- the end of a job ------------------------------------------------------------------
+
+    async def _give_up(self, job: _Job, error: BaseException) -> None:
+        state = job.state or JobState(
+            provider=self.provider.name,
+            job_id=job.job_id,
+            status=Status.ERROR,
+            native_status="unknown",
+            observed_at=_now(),
+            error=ErrorInfo("unreachable", str(error)),
+        )
+        result = Result(
+            state=state, polls=job.polls, submitted_at=job.submitted_at, key=job.key, error=error
+        )
+        self.progress.job_status(job.key, Status.ERROR)
+        self._emit(Event("failed", job.key, job.job_id, state=state, result=result, error=error))
+        self._counters.tracked -= 1
+        self._maybe_finished()
+
+    async def _finish(self, job: _Job, state: JobState) -> None:
+        paths: tuple[Path, ...] = ()
+        digests: tuple[str, ...] = ()
+        error: BaseException | None = None
+        if self.download_outputs and state.status is Status.COMPLETE and state.outputs:
+            self._emit(Event("download_started", job.key, job.job_id, state=state))
+            try:
+                saved = await self.downloader.fetch_all(
+                    state,
+                    self.directory,
+                    refresh=self.refresher(job.job_id, job.kind),
+                    progress=self.progress,
+                    fields=self.provider.name_fields(state),
+                )
+            except (DownloadError, APIError, TransportError) as exc:
+                error = exc
+            else:
+                paths = tuple(f.path for f in saved)
+                digests = tuple(f.sha256 for f in saved)
+                for output, file in zip(state.outputs, saved, strict=True):
+                    self._emit(
+                        Event("download_finished", job.key, job.job_id, state=state, path=file.path)
+                    )
+                    if self.journal is not None:
+                        await self._journal(
+                            self.journal.record_output,
+                            job.key,
+                            output.index,
+                            os.fspath(file.path),
+                            file.size,
+                            file.sha256,
+                        )
+        if error is None and self.journal is not None:
+            await self._journal(self.journal.record_done, job.key)
+        result = Result(
+            state=state,
+            downloaded_paths=paths,
+            sha256=digests,
+            polls=job.polls,
+            submitted_at=job.submitted_at,
+            finished_at=state.observed_at,
+            noticed_at=state.observed_at,
+            key=job.key,
+            error=error,
+        )
+        kind = "failed" if error is not None else "done"
+        self._emit(Event(kind, job.key, job.job_id, state=state, result=result, error=error))
+        self._counters.tracked -= 1
+        self._maybe_finished()

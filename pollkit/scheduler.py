@@ -161,6 +161,7 @@ class Scheduler:
         self._pause_until = 0.0
         self._pause_step = 0
         self._fatal: BaseException | None = None
+        self._keys: set[str] = set()
 
     # --- plumbing -----------------------------------------------------------------------
 
@@ -269,30 +270,42 @@ class Scheduler:
         except ConfigurationError as exc:
             self._fail_unsubmitted(f"item:{id(item)}", exc)
             return
+        if key in self._keys:
+            duplicate = ConfigurationError(
+                f"spec {key} appears twice in the batch; give each its own key to submit both"
+            )
+            self._fail_unsubmitted(key, duplicate, code="duplicate")
+            return
+        self._keys.add(key)
         if job_id is not None:
             await self._adopt(key, job_id)
             return
         assert spec is not None
+        again = False
         if self.journal is not None:
-            entry = await self._journal(
-                self.journal.begin_submit, key, self.provider.name, dict(spec)
-            )
-            if entry.state == "done" and entry.job_id and _files_present(entry):
-                self._replay(entry)
-                return
-            if entry.state in ("submitted", "done") and entry.job_id:
-                self._track(key, entry.job_id, entry.kind, entry.submitted_at, fresh=False, due=0.0)
-                return
-            if entry.state == "ambiguous" and not self.resubmit_ambiguous:
-                error = PollkitError(
-                    f"spec {key}: its submit was in flight when the last run stopped; the job may "
-                    "exist. Run with resubmit_ambiguous=True to submit it again."
-                )
-                self._fail_unsubmitted(key, error, code="ambiguous_submit")
-                return
-            if entry.state in ("ambiguous", "rejected"):
-                await self._journal(self.journal.retry_submit, key)
-        await self._submit(key, spec)
+            entry = await self._journal(self.journal.get, key)
+            if entry is not None:
+                if entry.spec != dict(spec) or entry.provider != self.provider.name:
+                    reused = ConfigurationError(f"key {key} was used for another spec before")
+                    self._fail_unsubmitted(key, reused)
+                    return
+                if entry.state == "done" and entry.job_id and _files_present(entry):
+                    self._replay(entry)
+                    return
+                if entry.state in ("submitted", "done") and entry.job_id:
+                    self._track(
+                        key, entry.job_id, entry.kind, entry.submitted_at, fresh=False, due=0.0
+                    )
+                    return
+                if entry.state == "ambiguous" and not self.resubmit_ambiguous:
+                    error = PollkitError(
+                        f"spec {key}: its submit was in flight when the last run stopped; the "
+                        "job may exist. Run with resubmit_ambiguous=True to submit it again."
+                    )
+                    self._fail_unsubmitted(key, error, code="ambiguous_submit")
+                    return
+                again = True  # ambiguous (and told to) or rejected: send it again
+        await self._submit(key, spec, again=again)
 
     async def _adopt(self, key: str, job_id: str) -> None:
         """Track a job that exists already (wait and download only)."""
@@ -304,17 +317,35 @@ class Scheduler:
                 await self._journal(self.journal.record_submitted, key, job_id, None, _now())
         self._track(key, job_id, None, None, fresh=False, due=0.0)
 
-    async def _submit(self, key: str, spec: Mapping[str, Any]) -> None:
+    async def _submit(self, key: str, spec: Mapping[str, Any], *, again: bool) -> None:
         while True:
             await self._respect_pause()
             if self._bucket is not None:
                 await asyncio.sleep(self._bucket.reserve(1, time.monotonic()))
+            if self.journal is not None:
+                # Written after the waits, just before the request: a batch stopped while
+                # waiting leaves no row that looks like a submit in flight.
+                if again:
+                    await self._journal(self.journal.retry_submit, key)
+                else:
+                    await self._journal(
+                        self.journal.begin_submit, key, self.provider.name, dict(spec)
+                    )
             try:
                 submission = await self.engine.submit(spec, retry=self._submit_retry)
                 break
             except RateLimited as exc:
-                self._pause_all(exc)  # the server did not take it: safe to send again
-            except (InvalidRequest, AuthenticationError, ConfigurationError) as exc:
+                # The server did not take it: safe to send again, after the batch's pause.
+                self._pause_all(exc)
+                if self.journal is not None:
+                    await self._journal(self.journal.record_submit_failed, key, str(exc))
+                again = True
+            except AuthenticationError as exc:
+                # Nothing was created, and no other request of the batch can succeed either.
+                if self.journal is not None:
+                    await self._journal(self.journal.record_submit_failed, key, str(exc))
+                raise
+            except (InvalidRequest, ConfigurationError) as exc:
                 # Refused: nothing was created. A rerun may send it again.
                 if self.journal is not None:
                     await self._journal(self.journal.record_submit_failed, key, str(exc))
@@ -433,7 +464,9 @@ class Scheduler:
             self._pause_all(exc)
             self._push(job, 0.0)
             return
-        except (NotFound, AuthenticationError, ConfigurationError) as exc:
+        except AuthenticationError:
+            raise  # the key was refused: the whole batch stops (see run)
+        except (NotFound, ConfigurationError) as exc:
             await self._give_up(job, exc)
             return
         except (APIError, TransportError) as exc:

@@ -339,3 +339,35 @@ def test_demo_and_example_batch_run_through_the_same_path(
         ]
         assert main([*argv, "--download-dir", str(tmp_path), "--no-progress"]) == 0
     assert "12 of 12 jobs finished: 12 complete; 16 files" in capsys.readouterr().out
+
+
+async def test_a_refused_key_stops_the_batch(sim: Simulator, tmp_path: Path) -> None:
+    from pollkit import AuthenticationError
+
+    provider = MagicHour(api_key="mhk_wrong", base_url=sim.url)
+    async with AsyncClient(provider, cadence=CADENCE, retry=FAST_RETRY) as client:
+        with pytest.raises(AuthenticationError, match="HTTP 401"):
+            _ = [
+                r
+                async for r in client.run(
+                    [image(i) for i in range(50)], download_directory=tmp_path, concurrency=4
+                )
+            ]
+    assert sim.stats()["requests"]["total"] <= 4  # no request per job after the first refusal
+    with Journal(default_journal_path(tmp_path)) as journal:
+        states = Counter(e.state for e in journal.entries())
+    # The refused submit is recorded as such; the others in flight when the batch stopped are
+    # unknown (they may have reached the server) and will read as ambiguous next time.
+    assert states["rejected"] >= 1
+    assert set(states) <= {"rejected", "submitting"}
+    assert sum(states.values()) <= 4
+
+
+async def test_the_same_spec_twice_is_submitted_once(sim: Simulator, tmp_path: Path) -> None:
+    async with client_for(sim) as client:
+        results = [
+            r async for r in client.run([image(1), image(2), image(1)], download_directory=tmp_path)
+        ]
+    outcomes = Counter(r.state.error.code if r.state.error else r.status.value for r in results)
+    assert outcomes == {"complete": 2, "duplicate": 1}
+    assert len(sim.stats()["jobs"]) == 2

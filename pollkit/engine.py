@@ -108,6 +108,18 @@ class Engine:
         )
         return state, hints
 
+    async def observe_many(
+        self,
+        job_ids: list[str],
+        previous: Mapping[str, JobState],
+        *,
+        retry: RetryPolicy | None = None,
+    ) -> dict[str, JobState]:
+        """Poll many jobs in one request (providers with a list endpoint only)."""
+        request = self.provider.batch_status_request(job_ids)
+        response = await self.transport.send(request, retry=retry)
+        return self.provider.parse_batch_states(response, _utcnow(), previous)
+
     async def wait(
         self,
         job_id: str,

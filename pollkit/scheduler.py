@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pollkit.core.cadence import DurationModel, learned_delay, next_poll_delay
+from pollkit.core.cadence import DurationModel, PollHints, learned_delay, next_poll_delay
 from pollkit.core.ratelimit import TokenBucket
 from pollkit.core.retry import retry_after_of
 from pollkit.download import Downloader, Refresh
@@ -452,7 +452,18 @@ class Scheduler:
                 continue
             _, _, job = heapq.heappop(self._heap)
             await slots.acquire()
-            self._spawn(self._poll(job)).add_done_callback(lambda _: slots.release())
+            limit = self.provider.batch_status_limit
+            # With a list endpoint, one request also refreshes the jobs due shortly after this
+            # one: asking a little early costs nothing, asking separately costs a request each.
+            horizon = time.monotonic() + min(self.cadence.initial, 1.0)
+            if limit > 1 and self._heap and self._heap[0][0] <= horizon:
+                due = [job]
+                while self._heap and len(due) < limit and self._heap[0][0] <= horizon:
+                    due.append(heapq.heappop(self._heap)[2])
+                task = self._spawn(self._poll_many(due))
+            else:
+                task = self._spawn(self._poll(job))
+            task.add_done_callback(lambda _: slots.release())
 
     async def _poll(self, job: _Job) -> None:
         await self._respect_pause()
@@ -460,22 +471,49 @@ class Scheduler:
             state, hints = await self.engine.observe(
                 job.job_id, job.kind, job.state, retry=self._poll_retry
             )
-        except RateLimited as exc:
+        except PollkitError as exc:
+            await self._poll_failed(job, exc)
+            return
+        await self._observed(job, state, hints)
+
+    async def _poll_many(self, jobs: list[_Job]) -> None:
+        await self._respect_pause()
+        try:
+            states = await self.engine.observe_many(
+                [j.job_id for j in jobs],
+                {j.job_id: j.state for j in jobs if j.state is not None},
+                retry=self._poll_retry,
+            )
+        except PollkitError as exc:
+            for job in jobs:
+                await self._poll_failed(job, exc)
+            return
+        for job in jobs:
+            found = states.get(job.job_id)
+            if found is None:
+                # Not in the list (yet): ask about it on its own.
+                self._push(job, 0.0)
+            else:
+                await self._observed(job, found, PollHints())
+
+    async def _poll_failed(self, job: _Job, exc: PollkitError) -> None:
+        if isinstance(exc, RateLimited):
             self._pause_all(exc)
             self._push(job, 0.0)
-            return
-        except AuthenticationError:
-            raise  # the key was refused: the whole batch stops (see run)
-        except (NotFound, ConfigurationError) as exc:
+        elif isinstance(exc, AuthenticationError):
+            raise exc  # the key was refused: the whole batch stops (see run)
+        elif isinstance(exc, (NotFound, ConfigurationError)):
             await self._give_up(job, exc)
-            return
-        except (APIError, TransportError) as exc:
+        elif isinstance(exc, (APIError, TransportError)):
             job.failures += 1
             if job.failures >= _MAX_POLL_FAILURES:
                 await self._give_up(job, exc)
             else:
                 self._push(job, min(self.cadence.initial * 2**job.failures, self.cadence.maximum))
-            return
+        else:
+            raise exc
+
+    async def _observed(self, job: _Job, state: JobState, hints: PollHints) -> None:
         self._pause_step = 0
         job.failures = 0
         job.polls += 1
@@ -509,7 +547,7 @@ class Scheduler:
             return
         self._push(job, delay)
 
-    def _next_delay(self, job: _Job, age: float, hints: Any) -> float | None:
+    def _next_delay(self, job: _Job, age: float, hints: PollHints) -> float | None:
         if self.cadence.timeout is not None and age >= self.cadence.timeout:
             return None
         samples = self.durations.samples(_group(self.provider.name, job.kind))

@@ -129,6 +129,26 @@ class Provider(ABC):
             ProtocolError: The reply does not have the API's shape.
         """
 
+    #: Most jobs one `batch_status_request` may ask about (0: the API has no list endpoint).
+    batch_status_limit: int = 0
+
+    def batch_status_request(self, job_ids: Sequence[str]) -> Request:
+        """One request that reads the states of many jobs (for APIs with a list endpoint).
+
+        Only called when `batch_status_limit` > 0, with at most that many ids.
+        """
+        raise UnsupportedOperation(f"{self.name} has no list endpoint")
+
+    def parse_batch_states(
+        self, response: Response, observed_at: datetime, previous: Mapping[str, JobState]
+    ) -> dict[str, JobState]:
+        """The states in a reply to `batch_status_request`, by job id (jobs it omits are absent).
+
+        Raises:
+            ProtocolError: The reply does not have the API's shape.
+        """
+        raise UnsupportedOperation(f"{self.name} has no list endpoint")
+
     def delete_requests(self, job_id: str, kind: str | None) -> Sequence[Request]:
         """Requests that delete a job, to try in order while they answer 404."""
         raise UnsupportedOperation(f"{self.name} has no delete endpoint")

@@ -192,13 +192,7 @@ class AsyncClient:
             DownloadError: An output could not be saved.
         """
         chosen = self._cadence(timeout, cadence)
-        sink: ProgressSink
-        if progress is True:
-            sink = TqdmProgress(jobs=False)
-        elif progress is False:
-            sink = NullProgress()
-        else:
-            sink = progress
+        sink = _sink(progress, jobs=False)
         try:
             if wait_for_completion:
                 watch = await self._engine.wait(
@@ -271,13 +265,7 @@ class AsyncClient:
         """Run a batch and yield every event of it; see `run` for the arguments."""
         directory = Path(download_directory)
         chosen = self._cadence(timeout, cadence)
-        sink: ProgressSink
-        if progress is True:
-            sink = TqdmProgress(jobs=True)
-        elif progress is False:
-            sink = NullProgress()
-        else:
-            sink = progress
+        sink = _sink(progress, jobs=True)
         owned: Journal | None = None
         if journal is True:
             owned = Journal(default_journal_path(directory))
@@ -385,3 +373,12 @@ class AsyncClient:
 
     def __repr__(self) -> str:
         return f"AsyncClient({self.provider!r})"
+
+
+def _sink(progress: bool | ProgressSink, *, jobs: bool) -> ProgressSink:
+    """The sink a call's ``progress`` argument asks for (bars it creates, it must close)."""
+    if progress is True:
+        return TqdmProgress(jobs=jobs)
+    if progress is False:
+        return NullProgress()
+    return progress

@@ -2,19 +2,86 @@
 
 from __future__ import annotations
 
+import math
+from statistics import NormalDist
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["SCENARIOS", "Scenario"]
+__all__ = ["SCENARIOS", "LogNormal", "Scenario"]
+
+# The standard normal's 95th percentile: p95 = median * exp(sigma * _Z95).
+_Z95 = 1.6448536269514722
 
 
-def _as_range(value: Any) -> Any:
+class LogNormal(BaseModel):
+    """A log-normal duration, given by its median and 95th percentile (simulated seconds).
+
+    Real render times have a long right tail: most jobs take about the median, a few take
+    several times longer. In a scenario, write ``LogNormal(median=8, p95=30)`` or, in JSON,
+    ``{"lognormal": {"median": 8, "p95": 30}}``.
+
+    Attributes:
+        median: Half of the durations are shorter than this.
+        p95: 95% of the durations are shorter than this; equal to `median` means a constant.
+        maximum: No duration is longer than this: the distribution is truncated there (drawn
+            again, in effect, so no value piles up at the cap). None: no cap.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    median: float = Field(gt=0, allow_inf_nan=False)
+    p95: float = Field(gt=0, allow_inf_nan=False)
+    maximum: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _check_order(self) -> LogNormal:
+        if self.p95 < self.median:
+            raise ValueError(f"p95 must be >= median, got median={self.median}, p95={self.p95}")
+        if self.maximum is not None and self.maximum < self.median:
+            raise ValueError(
+                f"maximum must be >= median, got median={self.median}, maximum={self.maximum}"
+            )
+        return self
+
+    @property
+    def mu(self) -> float:
+        """Mean of the underlying normal distribution (the log of the median)."""
+        return math.log(self.median)
+
+    @property
+    def sigma(self) -> float:
+        """Standard deviation of the underlying normal distribution."""
+        return math.log(self.p95 / self.median) / _Z95
+
+    def quantile(self, q: float) -> float:
+        """The duration below which a share `q` (0 < q < 1) of the draws fall.
+
+        Raises:
+            ValueError: `q` is not strictly between 0 and 1.
+        """
+        if not 0 < q < 1:
+            raise ValueError(f"q must be between 0 and 1 (exclusive), got {q}")
+        if self.sigma == 0:
+            return self.median
+        normal = NormalDist(self.mu, self.sigma)
+        if self.maximum is not None:
+            q *= normal.cdf(math.log(self.maximum))
+        return min(math.exp(normal.inv_cdf(q)), self.maximum or math.inf)
+
+
+#: A duration as a scenario stores it: a uniform range ``(low, high)`` or a log-normal.
+Duration = tuple[float, float] | LogNormal
+
+
+def _as_duration(value: Any) -> Any:
     # A single number means a constant duration; keep one representation internally.
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return (float(value), float(value))
     if isinstance(value, list):
         return tuple(value)
+    if isinstance(value, dict) and set(value) == {"lognormal"}:
+        return LogNormal.model_validate(value["lognormal"])
     return value
 
 
@@ -27,9 +94,10 @@ class Scenario(BaseModel):
     Attributes:
         seed: Seed of every random choice (durations, outcomes, file bytes, ids, faults).
         time_scale: Simulated seconds per real second.
-        queue_delay: Time a job stays `queued`, drawn uniformly from this range (a single
-            number means a constant).
-        render_time: Time a job stays `rendering`, drawn the same way.
+        queue_delay: Time a job stays `queued`: drawn uniformly from a range ``(low, high)``, a
+            single number for a constant, or a `LogNormal` (``{"lognormal": {"median": …,
+            "p95": …}}`` in JSON).
+        render_time: Time a job stays `rendering`, given the same ways.
         failure_rate: Probability that a job ends in `error`.
         cancel_rate: Probability that a job ends in `canceled`.
         url_ttl: Simulated seconds a download URL stays valid after the GET that issued it.
@@ -63,8 +131,8 @@ class Scenario(BaseModel):
 
     seed: int = 0
     time_scale: float = Field(default=1.0, gt=0)
-    queue_delay: tuple[float, float] = (1.0, 3.0)
-    render_time: tuple[float, float] = (5.0, 20.0)
+    queue_delay: Duration = (1.0, 3.0)
+    render_time: Duration = (5.0, 20.0)
     failure_rate: float = Field(default=0.0, ge=0, le=1)
     cancel_rate: float = Field(default=0.0, ge=0, le=1)
     url_ttl: float = Field(default=86400.0, gt=0)
@@ -85,12 +153,14 @@ class Scenario(BaseModel):
 
     @field_validator("queue_delay", "render_time", mode="before")
     @classmethod
-    def _coerce_range(cls, value: Any) -> Any:
-        return _as_range(value)
+    def _coerce_duration(cls, value: Any) -> Any:
+        return _as_duration(value)
 
     @field_validator("queue_delay", "render_time")
     @classmethod
-    def _check_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+    def _check_range(cls, value: Duration) -> Duration:
+        if isinstance(value, LogNormal):
+            return value
         low, high = value
         if low < 0 or high < low:
             raise ValueError(
@@ -149,5 +219,22 @@ SCENARIOS: dict[str, Scenario] = {
         stall_rate=0.02,
         stall_seconds=2.0,
         etag_changes=False,
+    ),
+    # For the batch benchmark: real time, render times with a long tail (median 8 s, p95
+    # 30 s, none over a minute, so a thousand jobs end within about a minute), tiny outputs so
+    # that downloads cost little next to polling, and no failures.
+    "batch": Scenario(
+        queue_delay=(0.5, 2.0),
+        render_time=LogNormal(median=8.0, p95=30.0, maximum=60.0),
+        image_size=(64, 64),
+        video_bytes=64 * 1024,
+    ),
+    # For benchmarks that track many jobs at once: real time, renders of 10–20 minutes, so
+    # every job stays in flight for the whole measuring window.
+    "long": Scenario(
+        queue_delay=(0.5, 2.0),
+        render_time=(600.0, 1200.0),
+        image_size=(64, 64),
+        video_bytes=64 * 1024,
     ),
 }

@@ -23,7 +23,7 @@ from pollkit.sim.archives import built_archives
 from pollkit.sim.clock import SimClock
 from pollkit.sim.faults import BODY_FAULTS
 from pollkit.sim.files import FileInfo, FileStore
-from pollkit.sim.scenario import Scenario
+from pollkit.sim.scenario import Duration, LogNormal, Scenario
 
 __all__ = ["OUTCOMES", "STATE", "TERMINAL", "Job", "OutputFile", "PlanEntry", "SimState"]
 
@@ -159,8 +159,14 @@ class SimState:
             if job_id not in self.jobs:
                 return job_id
 
-    def _draw(self, bounds: tuple[float, float]) -> float:
-        low, high = bounds
+    def _draw(self, duration: Duration) -> float:
+        if isinstance(duration, LogNormal):
+            # Inverse transform: one uniform draw per duration, whatever the truncation.
+            share = self._job_rng.random()
+            while share == 0.0:  # the one value of [0, 1) with no quantile; 1 in 2**53
+                share = self._job_rng.random()
+            return duration.quantile(share)
+        low, high = duration
         return self._job_rng.uniform(low, high)
 
     def _draw_outcome(self) -> str:

@@ -68,9 +68,11 @@ class _Job:
     key: str
     job_id: str
     kind: str | None
-    since: float  # monotonic: submission in this run, or first sight of a resumed job
+    since: float  # monotonic: submission in this run, or first sight of an adopted job
     submitted_at: datetime | None
-    fresh: bool  # submitted in this run: its duration teaches the cadence
+    # Its duration teaches the cadence: submitted in this run, or adopted while still running
+    # (timed from first sight, a little short, which only makes the cadence poll sooner).
+    fresh: bool
     state: JobState | None = None
     polls: int = 0
     failures: int = 0
@@ -518,6 +520,13 @@ class Scheduler:
         job.failures = 0
         job.polls += 1
         previous, job.state = job.state, state
+        if (
+            previous is None
+            and not job.fresh
+            and not state.is_terminal
+            and job.submitted_at is None
+        ):
+            job.fresh = True  # adopted while running: worth learning from
         job.kind = state.kind or job.kind
         if previous is None or previous.status is not state.status:
             self.progress.job_status(job.key, state.status)
@@ -537,7 +546,11 @@ class Scheduler:
         age = time.monotonic() - job.since
         if state.is_terminal:
             if job.fresh:
-                self.durations.observe(_group(self.provider.name, job.kind), age)
+                group = _group(self.provider.name, job.kind)
+                usable_before = self.durations.samples(group) is not None
+                self.durations.observe(group, age)
+                if not usable_before and self.durations.samples(group) is not None:
+                    self._relearn(group)
             self._spawn(self._finish(job, state))
             return
         delay = self._next_delay(job, age, hints)
@@ -546,6 +559,23 @@ class Scheduler:
             await self._give_up(job, PollTimeout(job_id=job.job_id, timeout=timeout, state=state))
             return
         self._push(job, delay)
+
+    def _relearn(self, group: str) -> None:
+        """The cadence can now learn this group: bring its jobs' next polls forward to it.
+
+        Jobs waiting in long backoff intervals would otherwise sleep past their likely end.
+        """
+        now = time.monotonic()
+        entries = []
+        for due, seq, job in self._heap:
+            if _group(self.provider.name, job.kind) == group and job.state is not None:
+                delay = self._next_delay(job, now - job.since, PollHints())
+                if delay is not None:
+                    due = min(due, now + delay)
+            entries.append((due, seq, job))
+        heapq.heapify(entries)
+        self._heap = entries
+        self._wake.set()
 
     def _next_delay(self, job: _Job, age: float, hints: PollHints) -> float | None:
         if self.cadence.timeout is not None and age >= self.cadence.timeout:

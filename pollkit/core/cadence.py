@@ -102,7 +102,12 @@ def learned_delay(
     Jobs like this one that are still running at `age` ended at the `durations` beyond it.
     Sleep until the earliest of them if that is still far; otherwise poll each time about
     `share` of them would have finished, but never wait longer than `lag_cap` there, so a job
-    that finishes is noticed soon. Past every duration seen, the plain backoff takes over.
+    that finishes is noticed soon.
+
+    Past the durations seen so far the job is at the frontier of what the batch has learned —
+    in a batch submitted at once, every running job is, since only the quick ones have ended —
+    so it is polled every `lag_cap` until it is twice as old as the longest duration seen;
+    beyond that it is an outlier, and the plain backoff takes over.
 
     Args:
         cadence: Bounds the result to [initial, maximum].
@@ -114,6 +119,8 @@ def learned_delay(
     first = bisect.bisect_right(durations, age)
     survivors = len(durations) - first
     if survivors < 3:
+        if durations and age <= 2 * durations[-1]:
+            return max(min(lag_cap, cadence.maximum), cadence.initial)
         return None
     until_first = durations[first] - age
     if until_first > lag_cap:

@@ -109,8 +109,9 @@ DENSE = [10.0 + i / 10 for i in range(21)]  # jobs took 10.0, 10.1, … 12.0 s
         (SPREAD, 20.0, 2.0),  # 9 still running; the next one ends at 22 s
         (DENSE, 10.05, 0.45),  # 20 still running; a fifth of them (4) end by 10.5 s
         (DENSE, 11.75, 0.15),  # 3 still running: poll at the next one, 11.9 s
-        (SPREAD, 27.5, None),  # fewer than 3 comparable jobs still running: plain backoff
-        (SPREAD, 40.0, None),
+        (SPREAD, 27.5, 2.0),  # past what was seen (censored): the frontier, polled at the cap
+        (SPREAD, 58.0, 2.0),  # up to twice the longest duration seen
+        (SPREAD, 58.5, None),  # an outlier: plain backoff
     ],
 )
 def test_learned_delay(durations: list[float], age: float, expected: float | None) -> None:

@@ -35,7 +35,8 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _commit() -> str:
+def checkout_commit() -> str:
+    """The checkout's commit, with ``+changes`` when pollkit/ differs from it."""
     root = Path(__file__).parent.parent
 
     def git(*args: str) -> str:
@@ -48,23 +49,29 @@ def _commit() -> str:
     return commit + ("+changes" if git("status", "--porcelain", "--", "pollkit") else "")
 
 
-def machine(packages: Sequence[tuple[str, str]]) -> str:
-    """Date, cores, CPU, kernel and the versions of `packages` (label, distribution), one line."""
+def describe_machine(versions: Sequence[str]) -> str:
+    """Date, cores, CPU, kernel, then `versions` (after Python's), in one line."""
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
-    versions = [f"Python {platform.python_version()}"]
+    everything = [f"Python {platform.python_version()}", *versions]
+    return (
+        f"{datetime.date.today().isoformat()}, {os.cpu_count()} cores "
+        f"({model.group(1).strip() if model else platform.machine()}), "
+        f"Linux {platform.release()}; {', '.join(everything)}."
+    )
+
+
+def machine(packages: Sequence[tuple[str, str]]) -> str:
+    """`describe_machine` with the versions of `packages` (label, distribution)."""
+    versions = []
     for label, distribution in packages:
         try:
             version = importlib.metadata.version(distribution)
         except importlib.metadata.PackageNotFoundError:
             version = "not installed"
-        commit = f" ({_commit()})" if distribution == "pollkit" else ""
+        commit = f" ({checkout_commit()})" if distribution == "pollkit" else ""
         versions.append(f"{label} {version}{commit}")
-    return (
-        f"{datetime.date.today().isoformat()}, {os.cpu_count()} cores "
-        f"({model.group(1).strip() if model else platform.machine()}), "
-        f"Linux {platform.release()}; {', '.join(versions)}."
-    )
+    return describe_machine(versions)
 
 
 def wrap(markdown: str, width: int = 100) -> str:

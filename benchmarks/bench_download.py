@@ -26,16 +26,13 @@ client that failed or timed out once gets no figure (and is not run again on tha
 from __future__ import annotations
 
 import argparse
-import datetime
 import functools
 import hashlib
 import os
-import platform
 import re
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -46,6 +43,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.batch_report import checkout_commit, describe_machine
 from benchmarks.dl_clients import Tool, find_tools, measure
 from benchmarks.dl_servers import Blob, FileSet, Nginx, Server, Simulator, nginx_version
 
@@ -292,35 +290,15 @@ def startup(tools: Sequence[Tool], workdir: Path) -> tuple[str, Starts]:
     return f"Start-up alone (wall s on an empty list, median of 3): {figures}.", starts
 
 
-def _commit() -> str:
-    """The checkout's commit, with ``+changes`` when pollkit/ differs from it."""
-    root = Path(__file__).parent.parent
-
-    def git(*args: str) -> str:
-        reply = subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, check=False
-        )
-        return reply.stdout.strip()
-
-    commit = git("rev-parse", "--short", "HEAD") or "unknown commit"
-    return commit + ("+changes" if git("status", "--porcelain", "--", "pollkit") else "")
-
-
 def machine(tools: Sequence[Tool], with_nginx: bool) -> str:
     """Date, cores, CPU, kernel and every version involved, in one line."""
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
-    versions = [f"Python {platform.python_version()}"]
+    versions = []
     for tool in tools:
-        commit = f" ({_commit()})" if tool.name == "pollkit" else ""
+        commit = f" ({checkout_commit()})" if tool.name == "pollkit" else ""
         versions.append(f"{LABELS.get(tool.name, tool.name)} {tool.version}{commit}")
     if with_nginx:
         versions.append(f"nginx {nginx_version()}")
-    return (
-        f"{datetime.date.today().isoformat()}, {os.cpu_count()} cores "
-        f"({model.group(1).strip() if model else platform.machine()}), "
-        f"Linux {platform.release()}; {', '.join(versions)}."
-    )
+    return describe_machine(versions)
 
 
 def write_readme(section: str) -> None:

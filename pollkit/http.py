@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -269,37 +268,3 @@ class Transport:
         if error is not None:
             raise error
         return response
-
-    @asynccontextmanager
-    async def stream(
-        self,
-        url: str,
-        *,
-        operation: str,
-        job_id: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """Open a GET whose body the caller streams. Errors are mapped; no retries here.
-
-        Raises:
-            APIError: The server answered 4xx/5xx (the body is read for the message).
-            TransportError: No reply could be had.
-        """
-        request = Request(method="GET", url=url, operation=operation, job_id=job_id)
-        try:
-            async with self.session.get(
-                url, headers=dict(headers or {}), allow_redirects=False
-            ) as raw:
-                if raw.status >= 400:
-                    body = await raw.read()
-                    reply = Response(
-                        status=raw.status, headers=raw.headers, body=body, request=request
-                    )
-                    error = error_for_status(reply, self._secrets)
-                    assert error is not None  # status ≥ 400 always maps to an error
-                    raise error
-                yield raw
-        except PollkitError:
-            raise
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise transport_error(exc, operation=operation, job_id=job_id, url=url) from exc

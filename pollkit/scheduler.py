@@ -24,7 +24,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -83,7 +83,6 @@ class _Counters:
     admitting: int = 0
     tracked: int = 0
     feeding_done: bool = False
-    outcomes: dict[str, int] = field(default_factory=dict)
 
 
 def _now() -> datetime:

@@ -16,7 +16,7 @@ from pollkit.core.cadence import DurationModel
 from pollkit.download import Downloader, Refresh
 from pollkit.engine import Engine
 from pollkit.errors import ConfigurationError, URLExpired
-from pollkit.http import Transport
+from pollkit.http import Transport, UploadProgress
 from pollkit.journal import Journal, default_journal_path
 from pollkit.models import Event, JobState, Output, Result, Status
 from pollkit.policies import Cadence, DownloadPolicy, RetryPolicy
@@ -72,12 +72,17 @@ class AsyncClient:
             secrets=provider.secrets,
         )
         self._engine = Engine(provider, self._transport, rng=random.Random(seed))
-        self._downloader = Downloader(self._transport, download)
+        self._downloader = Downloader(self._transport, download, auth=provider.download_headers)
         self._rng = random.Random(seed)
         # Durations seen in batches; they teach the cadence when jobs are likely to end.
         self._durations = DurationModel()
 
     async def __aenter__(self) -> AsyncClient:
+        try:
+            await self.start()
+        except BaseException:
+            await self.aclose()
+            raise
         return self
 
     async def __aexit__(
@@ -87,6 +92,16 @@ class AsyncClient:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    async def start(self) -> None:
+        """Send the provider's start-up request (Pixy's key check), once; `async with` does.
+
+        Other methods call it themselves, so it is only needed to fail early.
+
+        Raises:
+            AuthenticationError: The API key was refused.
+        """
+        await self._engine.start()
 
     async def aclose(self) -> None:
         """Close the HTTP session pollkit created (a session passed in stays open)."""
@@ -100,8 +115,15 @@ class AsyncClient:
             chosen = chosen.model_copy(update={"timeout": float(timeout)})
         return chosen
 
-    async def submit(self, spec: Mapping[str, Any]) -> Submission:
+    async def submit(
+        self, spec: Mapping[str, Any], *, on_upload: UploadProgress | None = None
+    ) -> Submission:
         """Create a job.
+
+        Args:
+            spec: The job, in the provider's terms.
+            on_upload: Told how many bytes of the spec's files were sent (from a worker
+                thread), for an upload progress bar.
 
         Returns:
             The new job's id and kind.
@@ -110,7 +132,7 @@ class AsyncClient:
             ConfigurationError: The spec is invalid (nothing was sent).
             APIError: The server refused it.
         """
-        return await self._engine.submit(spec)
+        return await self._engine.submit(spec, on_upload=on_upload)
 
     async def get(self, job_id: str, *, kind: str | None = None) -> JobState:
         """Read a job's state once.

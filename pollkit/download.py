@@ -22,8 +22,9 @@ import functools
 import hashlib
 import logging
 import os
+import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -35,14 +36,16 @@ import backoff
 
 from pollkit._partfile import PartFile, file_matches
 from pollkit.archive import extract_zip
+from pollkit.core.cadence import PollHints, next_poll_delay
 from pollkit.core.naming import checksum_from_etag, extension, render_name, safe_name, url_basename
 from pollkit.core.ratelimit import TokenBucket
 from pollkit.core.resume import Partial, ResumeAction, decide, range_headers, total_size
-from pollkit.core.retry import is_retryable, retry_delays
+from pollkit.core.retry import is_retryable, retry_after_of, retry_delays
 from pollkit.errors import (
     ChecksumMismatch,
     DownloadError,
     IncompleteDownload,
+    NotReady,
     PollkitError,
     StorageError,
     UnsafePath,
@@ -67,6 +70,8 @@ _PROGRESS_BATCH = 4 << 20
 _T = TypeVar("_T")
 
 Refresh = Callable[[Output], Awaitable[Output]]
+#: The headers a download of this URL needs (a provider's `download_headers`).
+AuthHeaders = Callable[[str], Mapping[str, str]]
 """Given an output whose URL stopped working, return the same output with a fresh URL."""
 
 # Disk work goes to a small dedicated pool: a slow write must never stall the event loop
@@ -102,6 +107,8 @@ def _retryable(error: BaseException, policy: RetryPolicy, can_refresh: bool) -> 
     """Whether a failed download attempt is worth another, from the bytes already on disk."""
     if isinstance(error, URLExpired):
         return can_refresh
+    if isinstance(error, NotReady):
+        return False  # waited for on its own cadence, outside the retry budget
     if isinstance(error, (IncompleteDownload, ChecksumMismatch)):
         return True
     return is_retryable(error, policy)
@@ -115,6 +122,7 @@ class Downloader:
         policy: Naming, existing files, concurrency, stall timeout, bandwidth cap.
         progress: Where bytes are reported.
         retry: Retry policy for downloads (default: the transport's).
+        auth: The headers each URL needs (credentials for an API's own file routes).
     """
 
     def __init__(
@@ -124,8 +132,10 @@ class Downloader:
         *,
         progress: ProgressSink | None = None,
         retry: RetryPolicy | None = None,
+        auth: AuthHeaders | None = None,
     ) -> None:
         self.transport = transport
+        self._auth = auth
         self.policy = policy or DownloadPolicy()
         self.progress = progress or NullProgress()
         self.retry = retry or transport.retry
@@ -273,11 +283,29 @@ class Downloader:
             policy=self.retry,
         )(attempt)
         loop = asyncio.get_running_loop()
-        async with self._slots:
-            try:
-                saved: SavedFile = await retrying()
-            finally:
-                await loop.run_in_executor(_WRITERS, target.release)
+        started, polls = loop.time(), 0
+        while True:
+            async with self._slots:
+                try:
+                    saved: SavedFile = await retrying()
+                    break
+                except NotReady as exc:
+                    not_ready = exc
+                finally:
+                    await loop.run_in_executor(_WRITERS, target.release)
+            # 425 Too Early: wait for the server to finish the file, outside the slot.
+            polls += 1
+            delay = next_poll_delay(
+                self.policy.not_ready,
+                polls=polls,
+                elapsed=loop.time() - started,
+                hints=PollHints(retry_after=retry_after_of(not_ready)),
+                rand=random.random(),
+            )
+            if delay is None:
+                raise not_ready
+            _log.debug("%s is not ready yet (HTTP 425); asking again in %.2f s", file_name, delay)
+            await asyncio.sleep(delay)
         if output.is_archive and self.policy.extract_archives:
             saved = await self._extract(saved, job_id)
         return saved
@@ -310,12 +338,15 @@ class Downloader:
                     f"cannot write: {exc.strerror}", job_id=job_id, path=str(target.part)
                 ) from exc
         partial = target.partial()
-        headers = {"Accept-Encoding": "identity", **range_headers(partial)}
+        auth = self._auth(url) if self._auth is not None else {}
+        headers = {"Accept-Encoding": "identity", **auth, **range_headers(partial)}
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=self.transport.timeout, sock_read=self.policy.stall_timeout
         )
+        # Credentials must not follow a redirect to another host.
+        get = functools.partial(self.transport.session.get, allow_redirects=not auth)
         try:
-            async with self.transport.session.get(url, headers=headers, timeout=timeout) as reply:
+            async with get(url, headers=headers, timeout=timeout) as reply:
                 status = reply.status
                 if status in (403, 410):
                     raise URLExpired(f"URL refused with HTTP {status}", job_id=job_id, url=url)

@@ -16,9 +16,9 @@ from typing import Any
 
 from pollkit.core.cadence import PollHints, next_poll_delay
 from pollkit.core.retry import parse_retry_after
-from pollkit.errors import NotFound, PollTimeout
-from pollkit.http import Transport
-from pollkit.models import JobState
+from pollkit.errors import APIError, AuthenticationError, NotFound, PollTimeout
+from pollkit.http import Transport, UploadProgress
+from pollkit.models import JobState, Status
 from pollkit.policies import Cadence, RetryPolicy
 from pollkit.providers.base import Provider, Request, Response, Submission
 
@@ -61,28 +61,63 @@ class Engine:
         self.transport = transport
         self._rng = rng or random.Random()
         self._clock = clock
+        self._started = False
+        self._starting = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Send the provider's start-up request (a key check) once; later calls return at once.
+
+        Raises:
+            AuthenticationError: The server refused it.
+        """
+        if self._started:
+            return
+        async with self._starting:
+            if self._started:
+                return
+            request = self.provider.startup_request()
+            if request is not None:
+                try:
+                    await self.transport.send(request)
+                except APIError as exc:
+                    if isinstance(exc, AuthenticationError):
+                        raise
+                    raise AuthenticationError(
+                        status_code=exc.status_code,
+                        server_message=exc.server_message or "the API key was refused",
+                        body=exc.body,
+                        headers=exc.headers,
+                        operation=request.operation,
+                    ) from exc
+            self._started = True
 
     async def submit(
-        self, spec: Mapping[str, Any], *, retry: RetryPolicy | None = None
+        self,
+        spec: Mapping[str, Any],
+        *,
+        retry: RetryPolicy | None = None,
+        on_upload: UploadProgress | None = None,
     ) -> Submission:
         """Create a job.
 
         By default only a 429 is retried: it proves the server did not take the job, whereas a
         5xx or a broken connection may hide a job that was created (and paid for). Pass `retry`
-        to choose otherwise.
+        to choose otherwise. `on_upload` is told the bytes of files sent with the spec.
         """
         request = self.provider.submit_request(spec)
+        await self.start()
         if retry is None:
             retry = self.transport.retry.model_copy(
                 update={"statuses": frozenset({429}), "retry_connection_errors": False}
             )
-        response = await self.transport.send(request, retry=retry)
+        response = await self.transport.send(request, retry=retry, on_upload=on_upload)
         return self.provider.parse_submission(response, _utcnow())
 
     async def _first_found(
         self, requests: list[Request], retry: RetryPolicy | None = None
     ) -> Response:
         """Send each request in turn while the previous one answered 404."""
+        await self.start()
         for request in requests[:-1]:
             try:
                 return await self.transport.send(request, retry=retry)
@@ -102,6 +137,7 @@ class Engine:
         requests = list(self.provider.status_requests(job_id, kind))
         response = await self._first_found(requests, retry)
         state = self.provider.parse_state(response, _utcnow(), previous)
+        state = await self._with_outputs(state, retry)
         hints = PollHints(
             retry_after=parse_retry_after(response.headers.get("Retry-After")),
             eta_seconds=state.eta_seconds,
@@ -117,8 +153,21 @@ class Engine:
     ) -> dict[str, JobState]:
         """Poll many jobs in one request (providers with a list endpoint only)."""
         request = self.provider.batch_status_request(job_ids)
+        await self.start()
         response = await self.transport.send(request, retry=retry)
-        return self.provider.parse_batch_states(response, _utcnow(), previous)
+        states = self.provider.parse_batch_states(response, _utcnow(), previous)
+        listed = await asyncio.gather(*(self._with_outputs(s, retry) for s in states.values()))
+        return {state.job_id: state for state in listed}
+
+    async def _with_outputs(self, state: JobState, retry: RetryPolicy | None) -> JobState:
+        """A complete state with its outputs, for APIs that list them separately."""
+        if state.status is not Status.COMPLETE or state.outputs:
+            return state
+        request = self.provider.outputs_request(state)
+        if request is None:
+            return state
+        response = await self.transport.send(request, retry=retry)
+        return self.provider.parse_outputs(response, state)
 
     async def wait(
         self,
@@ -149,7 +198,12 @@ class Engine:
             )
             if delay is None:
                 assert cadence.timeout is not None  # only a deadline stops the cadence
-                raise PollTimeout(job_id=job_id, timeout=cadence.timeout, state=state)
+                raise PollTimeout(
+                    job_id=job_id,
+                    timeout=cadence.timeout,
+                    state=state,
+                    hint=self.provider.timeout_hint(state),
+                )
             await asyncio.sleep(delay)
             state, hints = await self.observe(job_id, state.kind or kind, previous=state)
             polls += 1
@@ -163,4 +217,5 @@ class Engine:
 
     async def cancel(self, job_id: str, kind: str | None = None) -> None:
         """Cancel a job."""
+        await self.start()
         await self.transport.send(self.provider.cancel_request(job_id, kind))

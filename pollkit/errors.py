@@ -12,6 +12,7 @@ PollkitError
 │   ├── AuthenticationError                   401, 403
 │   ├── NotFound                              404
 │   ├── InvalidRequest                        400, 422 (server's details in `details`)
+│   ├── NotReady                              425: an output (an archive) is still being built
 │   ├── RateLimited                           429 (`retry_after` when the server sent it)
 │   └── ServerError                           5xx
 ├── JobOutcomeError                           the job ended, but not in `complete`
@@ -51,6 +52,7 @@ __all__ = [
     "JobFailed",
     "JobOutcomeError",
     "NotFound",
+    "NotReady",
     "PollTimeout",
     "PollkitError",
     "ProtocolError",
@@ -174,6 +176,13 @@ class InvalidRequest(APIError):
         self.details: list[Any] = list(details or [])
 
 
+class NotReady(APIError):
+    """425 Too Early: the output exists but is not ready yet (an archive still being packed).
+
+    Not a failure of the job: downloads wait for it on the `DownloadPolicy.not_ready` cadence.
+    """
+
+
 class RateLimited(APIError):
     """429: too many requests.
 
@@ -224,14 +233,25 @@ class PollTimeout(PollkitError, TimeoutError):
         job_id: The job waited for.
         timeout: The deadline in seconds.
         state: The last state seen (None if no poll succeeded).
+        hint: What the provider adds, e.g. that an id the API cannot tell from a queued job
+            may be wrong.
     """
 
-    def __init__(self, *, job_id: str, timeout: float, state: JobState | None) -> None:
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        timeout: float,
+        state: JobState | None,
+        hint: str | None = None,
+    ) -> None:
         last = f"last status {state.status.value}" if state else "no status seen"
-        super().__init__(f"wait job {job_id}: not finished after {timeout:g} s ({last})")
+        tail = f"; {hint}" if hint else ""
+        super().__init__(f"wait job {job_id}: not finished after {timeout:g} s ({last}){tail}")
         self.job_id = job_id
         self.timeout = timeout
         self.state = state
+        self.hint = hint
 
 
 class DownloadError(PollkitError):

@@ -8,9 +8,11 @@ error, and logs each exchange at debug level with secrets redacted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -26,6 +28,7 @@ from pollkit.errors import (
     ConnectError,
     InvalidRequest,
     NotFound,
+    NotReady,
     PollkitError,
     RateLimited,
     ReadTimeout,
@@ -35,7 +38,10 @@ from pollkit.errors import (
 from pollkit.policies import RetryPolicy
 from pollkit.providers.base import Request, Response
 
-__all__ = ["Transport", "error_for_status", "redact_url", "transport_error"]
+__all__ = ["Transport", "UploadProgress", "error_for_status", "redact_url", "transport_error"]
+
+#: Called with the number of bytes of a file part just read for sending.
+UploadProgress = Callable[[int], None]
 
 _log = logging.getLogger("pollkit.http")
 
@@ -124,6 +130,8 @@ def error_for_status(response: Response, secrets: Iterable[str] = ()) -> APIErro
         return NotFound(**kwargs)
     if status in (400, 422):
         return InvalidRequest(details=details, **kwargs)
+    if status == 425:
+        return NotReady(**kwargs)
     if status == 429:
         return RateLimited(
             retry_after=parse_retry_after(response.headers.get("Retry-After")), **kwargs
@@ -131,6 +139,49 @@ def error_for_status(response: Response, secrets: Iterable[str] = ()) -> APIErro
     if status >= 500:
         return ServerError(**kwargs)
     return APIError(**kwargs)
+
+
+class _CountingReader(io.BufferedReader):
+    """A file part's reader that reports each block aiohttp reads from it (in its thread)."""
+
+    def __init__(self, path: str, on_read: UploadProgress | None) -> None:
+        super().__init__(io.FileIO(path, "rb"))
+        self._on_read = on_read
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        if data and self._on_read is not None:
+            self._on_read(len(data))
+        return data
+
+
+@contextlib.contextmanager
+def _form_data(request: Request, on_upload: UploadProgress | None) -> Iterator[aiohttp.FormData]:
+    """The multipart body of `request`, with its files open (closed again on exit)."""
+    form = aiohttp.FormData()
+    files: list[_CountingReader] = []
+    try:
+        for part in request.form or ():
+            if part.path is None:
+                form.add_field(part.name, part.value or "", content_type=part.content_type)
+                continue
+            try:
+                reader = _CountingReader(str(part.path), on_upload)
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"{request.operation}: cannot read {part.name} file {part.path}: {exc.strerror}"
+                ) from exc
+            files.append(reader)
+            form.add_field(
+                part.name,
+                reader,
+                filename=part.filename or part.path.name,
+                content_type=part.content_type or "application/octet-stream",
+            )
+        yield form
+    finally:
+        for reader in files:
+            reader.close()
 
 
 class Transport:
@@ -188,8 +239,20 @@ class Transport:
         if self._owns_session and self._session is not None and not self._session.closed:
             await self._session.close()
 
-    async def send(self, request: Request, *, retry: RetryPolicy | None = None) -> Response:
+    async def send(
+        self,
+        request: Request,
+        *,
+        retry: RetryPolicy | None = None,
+        on_upload: UploadProgress | None = None,
+    ) -> Response:
         """Send `request`, retrying transient failures; return the reply.
+
+        Args:
+            request: What to send.
+            retry: The retry policy for this request (default: the transport's).
+            on_upload: Told how many bytes of the form's files were read for sending (on a
+                worker thread; a retry reads the files again from the start).
 
         Raises:
             APIError: The server answered 4xx/5xx (after retries for retryable ones).
@@ -222,27 +285,15 @@ class Transport:
             logger=None,
             policy=policy,
         )(self._send_once)
-        response: Response = await attempt(request)
+        response: Response = await attempt(request, on_upload)
         return response
 
-    async def _send_once(self, request: Request) -> Response:
+    async def _send_once(self, request: Request, on_upload: UploadProgress | None) -> Response:
         started = time.perf_counter()
         try:
-            async with self.session.request(
-                request.method,
-                request.url,
-                json=request.json_body,
-                params=request.params,
-                headers=dict(request.headers),
-                allow_redirects=False,
-            ) as raw:
-                body = await raw.read()
-                response = Response(
-                    status=raw.status,
-                    headers=raw.headers,
-                    body=body,
-                    request=request,
-                )
+            form = _form_data(request, on_upload) if request.form else contextlib.nullcontext()
+            with form as data:
+                response = await self._exchange(request, data)
         except PollkitError:
             raise
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
@@ -268,3 +319,17 @@ class Transport:
         if error is not None:
             raise error
         return response
+
+    async def _exchange(self, request: Request, data: aiohttp.FormData | None) -> Response:
+        async with self.session.request(
+            request.method,
+            request.url,
+            json=request.json_body,
+            data=data,
+            params=request.params,
+            headers=dict(request.headers),
+            allow_redirects=False,
+        ) as raw:
+            return Response(
+                status=raw.status, headers=raw.headers, body=await raw.read(), request=request
+            )

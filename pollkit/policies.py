@@ -119,6 +119,8 @@ class DownloadPolicy(_Policy):
         max_extract_bytes: Largest total size an archive may expand to.
         max_extract_ratio: Largest expansion ratio of an archive entry (zip-bomb guard).
         fsync: Flush each finished file to disk before renaming it (≈ 20 % slower).
+        not_ready: How to wait for an output the server answers 425 Too Early for (a PiXYZ
+            archive being packed): this cadence's intervals, then `NotReady` at its deadline.
     """
 
     name_template: str = "{job_id}-{index}{ext}"
@@ -131,6 +133,7 @@ class DownloadPolicy(_Policy):
     max_extract_bytes: int = Field(default=4 << 30, gt=0)
     max_extract_ratio: float = Field(default=200.0, gt=1)
     fsync: bool = False
+    not_ready: Cadence = Cadence(initial=1.0, maximum=5.0, multiplier=1.5, timeout=600.0)
 
     _to_seconds = field_validator("stall_timeout", mode="before")(_seconds)
 

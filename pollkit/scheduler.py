@@ -555,7 +555,9 @@ class Scheduler:
         delay = self._next_delay(job, age, hints)
         if delay is None:
             timeout = self.cadence.timeout or 0.0
-            await self._give_up(job, PollTimeout(job_id=job.job_id, timeout=timeout, state=state))
+            hint = self.provider.timeout_hint(state)
+            expired = PollTimeout(job_id=job.job_id, timeout=timeout, state=state, hint=hint)
+            await self._give_up(job, expired)
             return
         self._push(job, delay)
 

@@ -9,12 +9,14 @@ from collections.abc import Sequence
 from pollkit.cli import check_result as check_result
 from pollkit.cli import demo as demo
 from pollkit.cli import download as download
+from pollkit.cli import pixy as pixy
+from pollkit.cli import pixyz as pixyz
 from pollkit.cli import run as run
 from pollkit.cli import sim as sim
 
 __all__ = ["main"]
 
-_COMMANDS = (demo, run, sim, check_result, download)
+_COMMANDS = (demo, run, sim, check_result, download, pixy, pixyz)
 
 
 def build_parser() -> argparse.ArgumentParser:

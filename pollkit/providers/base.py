@@ -12,21 +12,46 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from pollkit.errors import ProtocolError, UnsupportedOperation
 from pollkit.models import JobState
 
-__all__ = ["Provider", "Request", "Response", "Submission"]
+__all__ = ["FormPart", "Provider", "Request", "Response", "Submission"]
 
 _log = logging.getLogger("pollkit.providers")
+
+
+@dataclass(frozen=True, slots=True)
+class FormPart:
+    """One part of a ``multipart/form-data`` body: a text value, or a file streamed from disk.
+
+    Attributes:
+        name: The form field's name.
+        value: The text of a text part.
+        path: The file of a file part (read when the request is sent, again on each retry).
+        filename: The file name the server is told (default: the path's name).
+        content_type: The part's media type (default ``application/octet-stream`` for files).
+    """
+
+    name: str
+    value: str | None = None
+    path: Path | None = None
+    filename: str | None = None
+    content_type: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.value is None) == (self.path is None):
+            raise ValueError(f"form part {self.name!r}: give exactly one of value and path")
 
 
 @dataclass(frozen=True, slots=True)
 class Request:
     """One HTTP request, described, not sent.
 
-    `headers` may hold credentials, so it is left out of the repr.
+    The body is `json_body` (JSON) or `form` (multipart), never both. `headers` may hold
+    credentials, so it is left out of the repr.
     """
 
     method: str
@@ -36,6 +61,12 @@ class Request:
     json_body: Any = None
     params: Mapping[str, str] | None = None
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    form: tuple[FormPart, ...] | None = None
+
+    @property
+    def upload_bytes(self) -> int:
+        """Total size of the files in `form` (0 when there are none)."""
+        return sum(p.path.stat().st_size for p in self.form or () if p.path is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +179,40 @@ class Provider(ABC):
             ProtocolError: The reply does not have the API's shape.
         """
         raise UnsupportedOperation(f"{self.name} has no list endpoint")
+
+    def startup_request(self) -> Request | None:
+        """A request to send once before any other, e.g. to verify the API key (None: none).
+
+        A reply other than 2xx makes every later call fail with `AuthenticationError`.
+        """
+        return None
+
+    def outputs_request(self, state: JobState) -> Request | None:
+        """For APIs whose status reply does not list a finished job's files: the request that
+        does. Called once when a job is first seen `complete` with no outputs (None: the state
+        already says everything).
+        """
+        return None
+
+    def parse_outputs(self, response: Response, state: JobState) -> JobState:
+        """`state` with the outputs listed in the reply to `outputs_request`.
+
+        Raises:
+            ProtocolError: The reply does not have the API's shape.
+        """
+        raise UnsupportedOperation(f"{self.name} lists outputs in its status replies")
+
+    def download_headers(self, url: str) -> Mapping[str, str]:
+        """Headers an output download needs (credentials for the API's own file routes).
+
+        Implementations must return credentials only for URLs on the API's own host: a
+        signed URL on a CDN must never receive the key.
+        """
+        return {}
+
+    def timeout_hint(self, state: JobState | None) -> str | None:
+        """A sentence added to `PollTimeout` when a wait on this job runs out."""
+        return None
 
     def delete_requests(self, job_id: str, kind: str | None) -> Sequence[Request]:
         """Requests that delete a job, to try in order while they answer 404."""

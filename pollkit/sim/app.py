@@ -13,13 +13,13 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pollkit.sim import downloads, magichour
+from pollkit.sim import downloads, magichour, pixy, pixyz
 from pollkit.sim.downloads import DOWNLOAD_PREFIXES
 from pollkit.sim.faults import BODY_FAULTS, FAULTS, FaultInjector, format_retry_after, reason
 from pollkit.sim.state import STATE, SimState
 from pollkit.sim.transfer import abort_connection
 
-__all__ = ["FAULTS", "InjectRequest", "PlanRequest", "build_app"]
+__all__ = ["FAULTS", "InjectRequest", "PlanRequest", "build_app", "dialect_urls"]
 
 logger = logging.getLogger("pollkit.sim")
 
@@ -174,9 +174,20 @@ def build_app(state: SimState, faults: FaultInjector) -> web.Application:
     app[STATE] = state
     app[FAULTS] = faults
     magichour.add_routes(app)
+    pixy.add_routes(app)
+    pixyz.add_routes(app)
     downloads.add_routes(app)
     app.router.add_get("/_sim/stats", _stats)
     app.router.add_post("/_sim/plan", _plan)
     app.router.add_post("/_sim/inject", _inject)
     app.router.add_post("/_sim/jobs/{id}/cancel", _cancel)
     return app
+
+
+def dialect_urls(origin: str) -> dict[str, str]:
+    """Each dialect's base URL on a simulator serving at `origin` (no trailing slash)."""
+    return {
+        magichour.DIALECT: origin,
+        pixy.DIALECT: f"{origin}{pixy.PREFIX}",
+        pixyz.DIALECT: f"{origin}{pixyz.PREFIX}",
+    }

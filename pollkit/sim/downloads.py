@@ -73,7 +73,7 @@ async def _file(request: web.Request) -> web.StreamResponse:
     output = next((o for o in job.outputs if o.name == name), None)
     if output is None:
         return _message(404, "Not Found")
-    info, data = state.files.get(job.id, output.index, output.name, output.media_type)
+    info, data = state.file_data(job, output)
     entity = bytes_entity(
         data, etag=info.etag, media_type=info.media_type, modified_at=state.clock.wall(finished)
     )

@@ -31,6 +31,7 @@ __all__ = [
     "CHUNK_SIZE",
     "FileInfo",
     "FileStore",
+    "Maker",
     "RangeNotSatisfiable",
     "make_png",
     "make_video",
@@ -105,6 +106,10 @@ def make_video(size: int, key: bytes) -> bytes:
     return ftyp + struct.pack(">I4s", mdat_size, b"mdat") + payload
 
 
+#: Makes a file's content from its key; the same key must always give the same bytes.
+Maker = Callable[[bytes], bytes]
+
+
 @dataclass(frozen=True, slots=True)
 class FileInfo:
     """What is known about one output file without holding its bytes.
@@ -154,20 +159,27 @@ class FileStore:
         self._cache: OrderedDict[tuple[str, int], bytes] = OrderedDict()
         self._cached = 0
 
-    def _generate(self, job_id: str, index: int, media_type: str) -> bytes:
+    def _generate(self, job_id: str, index: int, media_type: str, make: Maker | None) -> bytes:
         key = f"{self._seed}:{job_id}:{index}".encode()
+        if make is not None:
+            return make(key)
         if media_type == "image/png":
             return make_png(*self._image_size, key)
         return make_video(self._video_bytes, key)
 
-    def get(self, job_id: str, index: int, name: str, media_type: str) -> tuple[FileInfo, bytes]:
+    def get(
+        self, job_id: str, index: int, name: str, media_type: str, make: Maker | None = None
+    ) -> tuple[FileInfo, bytes]:
         """The file's description and bytes, generating them on first use.
 
         Args:
             job_id: The job the file belongs to.
             index: Position among the job's outputs.
             name: File name to record.
-            media_type: ``image/png`` or ``video/mp4``.
+            media_type: ``image/png`` or ``video/mp4`` when `make` is None.
+            make: Makes the content from the file's key (bytes unique to the seed, job and
+                index); it must give the same bytes every time (files are regenerated after
+                leaving the cache).
         """
         slot = (job_id, index)
         with self._lock:
@@ -176,7 +188,7 @@ class FileStore:
                 self._cache.move_to_end(slot)
                 return self._info[slot], data
         # Generate outside the lock: a big PNG takes milliseconds and other requests can go on.
-        data = self._generate(job_id, index, media_type)
+        data = self._generate(job_id, index, media_type, make)
         with self._lock:
             info = self._info.get(slot)
             if info is None:
@@ -191,13 +203,15 @@ class FileStore:
                 self._cached -= len(old)
         return info, data
 
-    def info(self, job_id: str, index: int, name: str, media_type: str) -> FileInfo:
+    def info(
+        self, job_id: str, index: int, name: str, media_type: str, make: Maker | None = None
+    ) -> FileInfo:
         """The file's description, generating the file if it was never generated."""
         with self._lock:
             known = self._info.get((job_id, index))
         if known is not None:
             return known
-        return self.get(job_id, index, name, media_type)[0]
+        return self.get(job_id, index, name, media_type, make)[0]
 
 
 async def stream_file(

@@ -121,6 +121,10 @@ class Scenario(BaseModel):
             ``Last-Modified``, as if the file were re-uploaded between requests (the bytes stay
             the same), so an ``If-Range`` with an older validator never matches.
         bandwidth: Bytes per real second of each download body; None is unlimited.
+        pixy_update: Whether Pixy's ``PATCH`` route exists (``"enabled"``: 200 with the item)
+            or not (``"disabled"``: 405, as the published image service answers).
+        archive_delay: Simulated seconds PiXYZ takes to pack a job's outputs archive after the
+            first request for it (which answers 425, as does every request until it is packed).
 
     The download switches apply to output files, blobs and archives (``/_sim/files/``,
     ``/_sim/blobs/``, ``/_sim/archives/``), never to API or control routes; they draw from
@@ -150,13 +154,15 @@ class Scenario(BaseModel):
     range_support: bool = True
     etag_changes: bool = False
     bandwidth: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    pixy_update: Literal["disabled", "enabled"] = "disabled"
+    archive_delay: Duration = (1.0, 3.0)
 
-    @field_validator("queue_delay", "render_time", mode="before")
+    @field_validator("queue_delay", "render_time", "archive_delay", mode="before")
     @classmethod
     def _coerce_duration(cls, value: Any) -> Any:
         return _as_duration(value)
 
-    @field_validator("queue_delay", "render_time")
+    @field_validator("queue_delay", "render_time", "archive_delay")
     @classmethod
     def _check_range(cls, value: Duration) -> Duration:
         if isinstance(value, LogNormal):

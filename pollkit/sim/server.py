@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from pollkit.sim.app import InjectRequest, PlanRequest, build_app
+from pollkit.sim.app import InjectRequest, PlanRequest, build_app, dialect_urls
 from pollkit.sim.clock import SimClock
 from pollkit.sim.faults import FaultInjector
 from pollkit.sim.scenario import SCENARIOS, Scenario
@@ -91,6 +91,12 @@ class Simulator:
     def port(self) -> int:
         """The port the server listens on (after start)."""
         return int(self.url.rsplit(":", 1)[1])
+
+    @property
+    def urls(self) -> dict[str, str]:
+        """The base URL of each dialect: ``magichour``, ``pixy`` (media and SSO routes) and
+        ``pixyz``; pass them as the providers' ``base_url``."""
+        return dialect_urls(self.url)
 
     async def start(self) -> None:
         """Start listening. `__aenter__` calls this.
@@ -272,6 +278,11 @@ class ThreadedSimulator:
     def port(self) -> int:
         """The port the server listens on."""
         return self._sim.port
+
+    @property
+    def urls(self) -> dict[str, str]:
+        """The base URL of each dialect (see `Simulator.urls`)."""
+        return self._sim.urls
 
     @property
     def api_key(self) -> str:

@@ -13,7 +13,9 @@ import hmac
 import math
 import random
 import threading
+import uuid
 from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -22,10 +24,19 @@ from aiohttp import web
 from pollkit.sim.archives import built_archives
 from pollkit.sim.clock import SimClock
 from pollkit.sim.faults import BODY_FAULTS
-from pollkit.sim.files import FileInfo, FileStore
+from pollkit.sim.files import FileInfo, FileStore, Maker
 from pollkit.sim.scenario import Duration, LogNormal, Scenario
 
-__all__ = ["OUTCOMES", "STATE", "TERMINAL", "Job", "OutputFile", "PlanEntry", "SimState"]
+__all__ = [
+    "OUTCOMES",
+    "STATE",
+    "TERMINAL",
+    "Job",
+    "OutputFile",
+    "OutputSpec",
+    "PlanEntry",
+    "SimState",
+]
 
 Outcome = Literal["complete", "error", "canceled", "draft"]
 OUTCOMES: tuple[str, ...] = ("complete", "error", "canceled", "draft")
@@ -36,12 +47,30 @@ _FILES_PREFIX = "/_sim/files"
 
 
 @dataclass(frozen=True, slots=True)
+class OutputSpec:
+    """An output a new job will have (`SimState.create_job`).
+
+    Attributes:
+        extension: File extension without the dot, for generated names.
+        media_type: MIME type.
+        name: A fixed file name (PiXYZ's ``iso.png``…); None generates one from the job id.
+        make: Makes the content from the file's key; None: a PNG or MP4 by `media_type`.
+    """
+
+    extension: str
+    media_type: str
+    name: str | None = None
+    make: Maker | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class OutputFile:
-    """One output of a job: its name in the URL and its media type."""
+    """One output of a job: its name in the URL, its media type and how its bytes are made."""
 
     index: int
     name: str
     media_type: str
+    make: Maker | None = field(default=None, compare=False, repr=False)
 
     def url_path(self, job_id: str) -> str:
         """The path (no query) where the file is served."""
@@ -153,9 +182,12 @@ class SimState:
 
     # -- jobs ---------------------------------------------------------------------------
 
-    def _new_id(self) -> str:
+    def _new_id(self, style: str) -> str:
         while True:
-            job_id = "c" + "".join(self._id_rng.choice(_ID_ALPHABET) for _ in range(24))
+            if style == "uuid":
+                job_id = str(uuid.UUID(int=self._id_rng.getrandbits(128), version=4))
+            else:
+                job_id = "c" + "".join(self._id_rng.choice(_ID_ALPHABET) for _ in range(24))
             if job_id not in self.jobs:
                 return job_id
 
@@ -205,17 +237,19 @@ class SimState:
         dialect: str,
         kind: str,
         type_: str,
-        outputs: list[tuple[str, str]],
+        outputs: Sequence[tuple[str, str] | OutputSpec],
         details: dict[str, Any],
+        id_style: Literal["cuid", "uuid"] = "cuid",
     ) -> Job:
         """Register a new job, drawing its durations and outcome (or taking the next plan).
 
         Args:
             dialect: The API that created it.
-            kind: ``"image"`` or ``"video"``.
+            kind: The dialect's job kind (``"image"``, ``"video"``…).
             type_: The API's project type.
-            outputs: ``(extension, media type)`` of each output, in order.
+            outputs: Each output, in order: an `OutputSpec`, or ``(extension, media type)``.
             details: Dialect-specific fields.
+            id_style: ``"cuid"`` (Magic Hour's ``c…`` ids) or ``"uuid"`` (Pixy, PiXYZ).
         """
         with self.lock:
             now = self.clock.now()
@@ -232,10 +266,16 @@ class SimState:
                 outcome = plan.outcome or outcome
                 queue_delay = queue_delay if plan.queue_delay is None else plan.queue_delay
                 render_time = render_time if plan.render_time is None else plan.render_time
-            job_id = self._new_id()
+            job_id = self._new_id(id_style)
+            specs = [o if isinstance(o, OutputSpec) else OutputSpec(*o) for o in outputs]
             files = tuple(
-                OutputFile(index, self._file_name(job_id, index, ext), media_type)
-                for index, (ext, media_type) in enumerate(outputs)
+                OutputFile(
+                    index,
+                    spec.name or self._file_name(job_id, index, spec.extension),
+                    spec.media_type,
+                    spec.make,
+                )
+                for index, spec in enumerate(specs)
             )
             job = Job(
                 id=job_id,
@@ -286,7 +326,11 @@ class SimState:
 
     def file_info(self, job: Job, output: OutputFile) -> FileInfo:
         """Size and digest of an output, generating the file on first use."""
-        return self.files.info(job.id, output.index, output.name, output.media_type)
+        return self.files.info(job.id, output.index, output.name, output.media_type, output.make)
+
+    def file_data(self, job: Job, output: OutputFile) -> tuple[FileInfo, bytes]:
+        """An output's description and bytes, generating the file on first use."""
+        return self.files.get(job.id, output.index, output.name, output.media_type, output.make)
 
     def signature(self, path: str, expires: int) -> str:
         """HMAC of a file path and its expiry time."""

@@ -1,0 +1,11 @@
+"""`pollkit pixyz …`: the pixyz command family."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["register"]
+
+
+def register(sub: Any) -> None:
+    """Add the `pixyz` command to the `pollkit` parser."""

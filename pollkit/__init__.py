@@ -34,7 +34,7 @@ from pollkit.errors import (
     URLExpired,
 )
 from pollkit.models import ErrorInfo, JobState, Output, Result, Status
-from pollkit.policies import Cadence, RetryPolicy
+from pollkit.policies import Cadence, DownloadPolicy, RetryPolicy
 from pollkit.progress import NullProgress, ProgressSink, TqdmProgress
 from pollkit.providers import MagicHour, Provider, Submission
 from pollkit.sync import Client
@@ -49,6 +49,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectError",
     "DownloadError",
+    "DownloadPolicy",
     "ErrorInfo",
     "IncompleteDownload",
     "InvalidRequest",

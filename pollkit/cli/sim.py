@@ -23,7 +23,8 @@ def register(subparsers: Any) -> None:
         help="run the local API simulator",
         description=(
             "Serve pollkit's simulator of the vendors' job APIs until SIGINT or SIGTERM. "
-            "The first line printed is 'pollkit sim: serving <url> api_key=<key>'."
+            "The first line printed is 'pollkit sim: serving <url> api_key=<key>'; then one "
+            "line per API: 'pollkit sim: <api> at <base url>'."
         ),
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
@@ -65,6 +66,8 @@ async def _serve(args: argparse.Namespace) -> int:
     try:
         async with Simulator(scenario, api_key=args.api_key, host=args.host, port=args.port) as sim:
             print(f"pollkit sim: serving {sim.url} api_key={sim.api_key}", flush=True)
+            for dialect, url in sim.urls.items():
+                print(f"pollkit sim: {dialect} at {url}", flush=True)
             await stop.wait()
     except OSError as exc:
         print(f"pollkit sim: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)

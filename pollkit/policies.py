@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pollkit.errors import ConfigurationError
+
 __all__ = ["Cadence", "DownloadPolicy", "RetryPolicy"]
 
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -59,29 +61,59 @@ class RetryPolicy(_Policy):
 
     Retried: connection errors and timeouts (when `retry_connection_errors`), and the HTTP
     statuses in `statuses` (429 and 5xx gateway errors by default). A 429's or 503's Retry-After
-    is honoured: the wait is never shorter. Everything else fails at once.
+    is honoured: the wait is never shorter. Everything else fails at once, and when the retries
+    run out the last error is raised.
+
+    The wait before retry *n* (0-based) is ``initial × multiplier^n`` capped at `maximum`,
+    spread by ±`jitter` (a fraction), plus a uniform random ``0…jitter_seconds``, and capped at
+    `maximum` again when `jitter_seconds` is set. Retrying stops at whichever limit comes first:
+    `max_attempts` or `max_elapsed` (at least one must be set).
 
     Attributes:
-        max_attempts: Total attempts, the first included (1 disables retries).
+        max_attempts: Total attempts, the first included (1 disables retries); None: no count,
+            only `max_elapsed` limits the retries.
         initial: First wait, seconds.
         maximum: Longest wait, seconds.
         multiplier: Growth factor per attempt.
         jitter: Fraction of random spread, 0 ≤ jitter < 1.
+        jitter_seconds: Random seconds (0 up to this) added to every wait.
         max_elapsed: Give up once this many seconds passed since the first attempt; None: no limit.
-        statuses: HTTP statuses worth retrying.
+        statuses: HTTP statuses worth retrying; ``"5XX"``-style patterns are expanded.
         retry_connection_errors: Whether connection errors and timeouts are retried.
     """
 
-    max_attempts: int = Field(default=5, ge=1)
+    max_attempts: int | None = Field(default=5, ge=1)
     initial: float = Field(default=0.5, ge=0)
     maximum: float = Field(default=30.0, ge=0)
     multiplier: float = Field(default=2.0, ge=1)
     jitter: float = Field(default=0.2, ge=0, lt=1)
+    jitter_seconds: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     max_elapsed: float | None = Field(default=120.0, gt=0)
     statuses: frozenset[int] = _RETRY_STATUSES
     retry_connection_errors: bool = True
 
-    _to_seconds = field_validator("initial", "maximum", "max_elapsed", mode="before")(_seconds)
+    _to_seconds = field_validator(
+        "initial", "maximum", "max_elapsed", "jitter_seconds", mode="before"
+    )(_seconds)
+
+    @field_validator("statuses", mode="before")
+    @classmethod
+    def _expand_patterns(cls, value: Any) -> Any:
+        if isinstance(value, (str, int)):
+            value = [value]
+        if not isinstance(value, (list, tuple, set, frozenset)):
+            return value
+        codes: set[Any] = set()
+        for item in value:
+            text = item.strip().upper() if isinstance(item, str) else None
+            if text is not None and len(text) == 3 and text[0].isdigit() and text[1:] == "XX":
+                first = int(text[0]) * 100
+                codes.update(range(first, first + 100))
+            elif text is not None and text.isdigit():
+                codes.add(int(text))
+            else:
+                codes.add(item)
+        return frozenset(codes)
 
     @field_validator("statuses")
     @classmethod
@@ -92,10 +124,69 @@ class RetryPolicy(_Policy):
         return value
 
     @model_validator(mode="after")
-    def _maximum_not_below_initial(self) -> RetryPolicy:
+    def _limits(self) -> RetryPolicy:
         if self.maximum < self.initial:
             raise ValueError(f"maximum ({self.maximum}) must be ≥ initial ({self.initial})")
+        if self.max_attempts is None and self.max_elapsed is None:
+            raise ValueError("set max_attempts or max_elapsed: retries must end")
         return self
+
+    @classmethod
+    def from_backoff(
+        cls,
+        *,
+        initial_interval: float,
+        max_interval: float,
+        exponent: float,
+        max_elapsed_time: float,
+        retry_connection_errors: bool = False,
+        strategy: str = "backoff",
+    ) -> RetryPolicy:
+        """The policy of a flux0-style (Speakeasy) ``RetryConfig(strategy, BackoffStrategy(…),
+        retry_connection_errors)``; the times are in **milliseconds**, as there.
+
+        The mapping: ``initial_interval`` → `initial`, ``max_interval`` → `maximum`,
+        ``exponent`` → `multiplier`, ``max_elapsed_time`` → `max_elapsed` (each ÷ 1000); no
+        attempt count (`max_attempts` None); their uniform 0–1 s added to each wait →
+        `jitter_seconds` = 1 with `jitter` 0; statuses 429, 500, 502, 503, 504. A strategy
+        other than ``"backoff"`` means a single attempt.
+
+        Raises:
+            pydantic.ValidationError: A value is out of range.
+        """
+        if strategy != "backoff":
+            return cls(max_attempts=1, statuses=_RETRY_STATUSES)
+        return cls(
+            max_attempts=None,
+            initial=initial_interval / 1000,
+            maximum=max_interval / 1000,
+            multiplier=exponent,
+            jitter=0.0,
+            jitter_seconds=1.0,
+            max_elapsed=max_elapsed_time / 1000,
+            statuses=_RETRY_STATUSES,
+            retry_connection_errors=retry_connection_errors,
+        )
+
+    @classmethod
+    def from_retry_config(cls, config: Any) -> RetryPolicy:
+        """The policy of a flux0-style ``RetryConfig`` object (read by attribute: ``strategy``,
+        ``backoff.initial_interval`` …, ``retry_connection_errors``); see `from_backoff`.
+
+        Raises:
+            ConfigurationError: The object lacks one of those attributes.
+        """
+        try:
+            strategy = str(config.strategy)
+            backoff = config.backoff
+            values = {
+                name: float(getattr(backoff, name))
+                for name in ("initial_interval", "max_interval", "exponent", "max_elapsed_time")
+            }
+            connection = bool(config.retry_connection_errors)
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise ConfigurationError(f"not a RetryConfig: {exc}") from exc
+        return cls.from_backoff(strategy=strategy, retry_connection_errors=connection, **values)
 
 
 class DownloadPolicy(_Policy):

@@ -205,3 +205,16 @@ async def test_user_session_is_used_and_not_closed() -> None:
                 mocked.get(IMAGE, payload=PROJECT)
                 await c.get("p1", kind="image")
         assert not session.closed
+
+
+async def test_a_flux0_time_budget_ends_the_retries_after_two_or_three_attempts() -> None:
+    # APIS.md 5.5: initial 1 ms, maximum 50 ms, exponent 1.1, a 100 ms budget.
+    policy = RetryPolicy.from_backoff(
+        initial_interval=1, max_interval=50, exponent=1.1, max_elapsed_time=100
+    )
+    async with AsyncClient(MagicHour(api_key=KEY, base_url=BASE), retry=policy) as client:
+        with aioresponses() as mocked:
+            mocked.get(IMAGE, status=503, payload={"message": "busy"}, repeat=True)
+            with pytest.raises(ServerError, match="HTTP 503: busy"):
+                await client.get("p1", kind="image")
+            assert 2 <= calls(mocked) <= 4

@@ -60,6 +60,8 @@ def retry_delays(
     while True:
         base = min(policy.initial * policy.multiplier ** min(attempt, 1000), policy.maximum)
         delay = base * (1 + policy.jitter * (2 * rng.random() - 1))
+        if policy.jitter_seconds:
+            delay = min(delay + policy.jitter_seconds * rng.random(), policy.maximum)
         hint = retry_after_of(error)
         if hint is not None:
             delay = max(delay, hint)

@@ -84,3 +84,84 @@ def test_retry_after_of_the_error_is_a_floor() -> None:
     limited = RateLimited(status_code=429, retry_after=3.0)
     unavailable = ServerError(status_code=503, headers={"Retry-After": "2"})
     assert _delays(policy, [limited, unavailable, None]) == [3.0, 2.0, 0.4]
+
+
+# --- flux0-style RetryConfig ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("backoff", "expected"),
+    [
+        (
+            {"initial_interval": 500, "max_interval": 60_000, "exponent": 1.5},
+            {"initial": 0.5, "maximum": 60.0, "multiplier": 1.5},
+        ),
+        (
+            {"initial_interval": 1, "max_interval": 50, "exponent": 1.1},
+            {"initial": 0.001, "maximum": 0.05, "multiplier": 1.1},
+        ),
+    ],
+)
+def test_from_backoff_maps_milliseconds_to_seconds(
+    backoff: dict[str, float], expected: dict[str, float]
+) -> None:
+    policy = RetryPolicy.from_backoff(max_elapsed_time=100, **backoff)
+    for name, value in expected.items():
+        assert getattr(policy, name) == pytest.approx(value)
+    assert policy.max_elapsed == pytest.approx(0.1)
+    assert policy.max_attempts is None  # flux0 counts no attempts: only the time budget
+    assert policy.jitter_seconds == 1.0
+    assert policy.jitter == 0.0
+    assert policy.statuses == frozenset({429, 500, 502, 503, 504})
+    assert policy.retry_connection_errors is False
+
+
+def test_a_strategy_other_than_backoff_means_one_attempt() -> None:
+    policy = RetryPolicy.from_backoff(
+        strategy="none", initial_interval=1, max_interval=2, exponent=1, max_elapsed_time=3
+    )
+    assert policy.max_attempts == 1
+
+
+def test_from_retry_config_reads_a_retry_config_object() -> None:
+    from types import SimpleNamespace
+
+    config = SimpleNamespace(
+        strategy="backoff",
+        backoff=SimpleNamespace(
+            initial_interval=250, max_interval=4000, exponent=2.0, max_elapsed_time=30_000
+        ),
+        retry_connection_errors=True,
+    )
+    policy = RetryPolicy.from_retry_config(config)
+    assert (policy.initial, policy.maximum, policy.multiplier) == (0.25, 4.0, 2.0)
+    assert policy.max_elapsed == 30.0
+    assert policy.retry_connection_errors is True
+
+
+def test_from_retry_config_names_what_is_missing() -> None:
+    from pollkit.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="not a RetryConfig.*strategy"):
+        RetryPolicy.from_retry_config(object())
+
+
+def test_flux0_waits_are_capped_and_mostly_at_the_cap() -> None:
+    # APIS.md 5.5: initial 1 ms, maximum 50 ms, exponent 1.1 — the random 0–1 s added to every
+    # wait pushes nearly all of them to the 50 ms cap.
+    policy = RetryPolicy.from_backoff(
+        initial_interval=1, max_interval=50, exponent=1.1, max_elapsed_time=100
+    )
+    delays = _delays(policy, [None] * 200)
+    assert all(0.001 <= d <= 0.05 for d in delays)
+    assert sum(d == 0.05 for d in delays) >= 180
+
+
+def test_status_patterns_are_expanded() -> None:
+    policy = RetryPolicy(statuses=["5XX", 429, "425"])
+    assert policy.statuses == frozenset({*range(500, 600), 429, 425})
+
+
+def test_retries_must_end_somehow() -> None:
+    with pytest.raises(ValueError, match="max_attempts or max_elapsed"):
+        RetryPolicy(max_attempts=None, max_elapsed=None)

@@ -142,7 +142,7 @@ def test_from_retry_config_reads_a_retry_config_object() -> None:
 def test_from_retry_config_names_what_is_missing() -> None:
     from pollkit.errors import ConfigurationError
 
-    with pytest.raises(ConfigurationError, match="not a RetryConfig.*strategy"):
+    with pytest.raises(ConfigurationError, match=r"not a RetryConfig.*strategy"):
         RetryPolicy.from_retry_config(object())
 
 

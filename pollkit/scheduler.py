@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pollkit.core.cadence import DurationModel, PollHints, learned_delay, next_poll_delay
+from pollkit.core.cadence import DurationModel, PollHints, batch_poll_delay, learned_delay
 from pollkit.core.ratelimit import TokenBucket
 from pollkit.core.retry import retry_after_of
 from pollkit.download import Downloader, Refresh
@@ -579,19 +579,14 @@ class Scheduler:
         self._wake.set()
 
     def _next_delay(self, job: _Job, age: float, hints: PollHints) -> float | None:
-        if self.cadence.timeout is not None and age >= self.cadence.timeout:
-            return None
-        samples = self.durations.samples(_group(self.provider.name, job.kind))
-        learned = learned_delay(self.cadence, age=age, durations=samples) if samples else None
-        rand = self.rng.random()
-        if learned is not None:
-            delay = max(
-                learned * (1 + self.cadence.jitter * (2 * rand - 1)), hints.retry_after or 0.0
-            )
-            if self.cadence.timeout is not None:
-                delay = min(delay, self.cadence.timeout - age)
-            return delay
-        return next_poll_delay(self.cadence, polls=job.polls, elapsed=age, hints=hints, rand=rand)
+        return batch_poll_delay(
+            self.cadence,
+            polls=job.polls,
+            age=age,
+            hints=hints,
+            durations=self.durations.samples(_group(self.provider.name, job.kind)),
+            rand=self.rng.random(),
+        )
 
     # --- the end of a job ------------------------------------------------------------------
 

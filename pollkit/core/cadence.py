@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass
 
 from pollkit.policies import Cadence
 
-__all__ = ["DurationModel", "PollHints", "learned_delay", "next_poll_delay"]
+__all__ = [
+    "DurationModel",
+    "PollHints",
+    "batch_poll_delay",
+    "capped_growth",
+    "learned_delay",
+    "next_poll_delay",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +29,22 @@ class PollHints:
 
     retry_after: float | None = None
     eta_seconds: float | None = None
+
+
+def capped_growth(initial: float, multiplier: float, steps: int, maximum: float) -> float:
+    """``initial × multiplier^steps``, capped at `maximum`, for any number of steps.
+
+    Never overflows a float: past the step that reaches the cap, the power is not taken at all.
+    """
+    if initial <= 0 or multiplier <= 1 or initial >= maximum:
+        return min(initial, maximum)
+    needed = math.ceil((math.log(maximum) - math.log(initial)) / math.log(multiplier))
+    if steps >= needed:
+        return maximum
+    try:
+        return min(initial * multiplier**steps, maximum)
+    except OverflowError:  # a tiny initial: the power overflows before the product does
+        return min(math.exp(math.log(initial) + steps * math.log(multiplier)), maximum)
 
 
 def next_poll_delay(
@@ -48,9 +72,7 @@ def next_poll_delay(
     remaining = None if cadence.timeout is None else cadence.timeout - elapsed
     if remaining is not None and remaining <= 0:
         return None
-    # min() before ** so that a long wait cannot overflow the float.
-    exponent = min(polls - 1, 1000)
-    base = min(cadence.initial * cadence.multiplier**exponent, cadence.maximum)
+    base = capped_growth(cadence.initial, cadence.multiplier, polls - 1, cadence.maximum)
     if hints.eta_seconds is not None and hints.eta_seconds >= 0:
         # Wake up close to the announced end instead of sleeping past it.
         base = min(base, max(hints.eta_seconds, cadence.initial))
@@ -114,8 +136,10 @@ def learned_delay(
         age: Seconds since the job was submitted.
         durations: Sorted durations of comparable jobs.
         share: Fraction of comparable running jobs expected to finish between two polls.
-        lag_cap: Longest wait while jobs like this one are finishing.
+        lag_cap: Longest wait while jobs like this one are finishing (never below the
+            cadence's `initial`: learning never polls faster than the user allowed).
     """
+    lag_cap = max(lag_cap, cadence.initial)
     first = bisect.bisect_right(durations, age)
     survivors = len(durations) - first
     if survivors < 3:
@@ -124,6 +148,40 @@ def learned_delay(
         return None
     until_first = durations[first] - age
     if until_first > lag_cap:
-        return min(until_first, cadence.maximum)
+        return max(min(until_first, cadence.maximum), cadence.initial)
     step = durations[min(first + max(1, int(share * survivors)), len(durations) - 1)] - age
     return min(max(step, cadence.initial), lag_cap, cadence.maximum)
+
+
+def batch_poll_delay(
+    cadence: Cadence,
+    *,
+    polls: int,
+    age: float,
+    hints: PollHints,
+    durations: list[float] | None,
+    rand: float,
+) -> float | None:
+    """The wait before polling a job of a batch again, or None once its deadline has passed.
+
+    With enough durations of comparable jobs (`durations`), the `learned_delay` decides, spread
+    by the cadence's jitter; otherwise, or for an outlier, the plain backoff of
+    `next_poll_delay`. Either way a Retry-After is honoured and the deadline never passed.
+
+    Args:
+        cadence: The policy.
+        polls: Polls of this job so far (≥ 1).
+        age: Seconds since the job was submitted (or adopted).
+        hints: Server hints from the last reply.
+        durations: Sorted durations of comparable jobs, or None while too few are known.
+        rand: A uniform random number in [0, 1) for the jitter.
+    """
+    if cadence.timeout is not None and age >= cadence.timeout:
+        return None
+    learned = learned_delay(cadence, age=age, durations=durations) if durations else None
+    if learned is None:
+        return next_poll_delay(cadence, polls=polls, elapsed=age, hints=hints, rand=rand)
+    delay = max(learned * (1 + cadence.jitter * (2 * rand - 1)), hints.retry_after or 0.0)
+    if cadence.timeout is not None:
+        delay = min(delay, cadence.timeout - age)
+    return delay

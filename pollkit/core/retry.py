@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Generator
 
+from pollkit.core.cadence import capped_growth
 from pollkit.errors import (
     APIError,
     ConnectError,
@@ -58,7 +59,7 @@ def retry_delays(
     error = yield 0.0  # priming value, discarded by backoff
     attempt = 0
     while True:
-        base = min(policy.initial * policy.multiplier ** min(attempt, 1000), policy.maximum)
+        base = capped_growth(policy.initial, policy.multiplier, attempt, policy.maximum)
         delay = base * (1 + policy.jitter * (2 * rng.random() - 1))
         if policy.jitter_seconds:
             delay = min(delay + policy.jitter_seconds * rng.random(), policy.maximum)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
@@ -42,6 +43,9 @@ class AsyncClient:
         download: How outputs are saved: names, existing files, concurrency, stall timeout,
             bandwidth cap, archive extraction.
         seed: Seed for the jitter, for reproducible schedules.
+        logger: Where each request and response line is logged at DEBUG (default
+            ``pollkit.http``); ``POLLKIT_DEBUG=1`` in the environment logs them to stderr.
+            Keys, tokens and signed URLs' query strings never appear in them.
 
     Raises:
         ConfigurationError: An argument is invalid.
@@ -58,6 +62,7 @@ class AsyncClient:
         session: aiohttp.ClientSession | None = None,
         download: DownloadPolicy | None = None,
         seed: int | None = None,
+        logger: logging.Logger | None = None,
     ) -> None:
         if not isinstance(provider, Provider):
             raise ConfigurationError(f"provider must be a pollkit Provider, got {provider!r}")
@@ -70,6 +75,7 @@ class AsyncClient:
             max_connections_per_host=max_connections,
             session=session,
             secrets=provider.secrets,
+            logger=logger,
         )
         self._engine = Engine(provider, self._transport, rng=random.Random(seed))
         self._downloader = Downloader(self._transport, download, auth=provider.download_headers)

@@ -345,9 +345,17 @@ class Downloader:
         )
         # Credentials must not follow a redirect to another host.
         get = functools.partial(self.transport.session.get, allow_redirects=not auth)
+        started = time.perf_counter()
         try:
             async with get(url, headers=headers, timeout=timeout) as reply:
                 status = reply.status
+                self.transport.log.debug(
+                    "GET %s%s -> %d in %.1f ms (download headers)",
+                    redact_url(url),
+                    f" from byte {partial.size}" if partial else "",
+                    status,
+                    (time.perf_counter() - started) * 1000,
+                )
                 if status in (403, 410):
                     raise URLExpired(f"URL refused with HTTP {status}", job_id=job_id, url=url)
                 if status not in (200, 206, 416):

@@ -20,6 +20,7 @@ import aiohttp
 import backoff
 
 from pollkit import __version__
+from pollkit._debug import debug_requested, enable_debug_logging
 from pollkit.core.retry import is_retryable, parse_retry_after, retry_delays
 from pollkit.errors import (
     APIError,
@@ -194,6 +195,11 @@ class Transport:
         max_connections_per_host: Connections to one host at once.
         session: A session of the caller's; used as it is and never closed by pollkit.
         secrets: Strings to scrub from error messages.
+        logger: Where request and response lines go (default ``pollkit.http``); they are
+            logged at DEBUG, with URLs stripped of their query and no headers.
+
+    ``POLLKIT_DEBUG=1`` in the environment turns the ``pollkit`` loggers on (see
+    `pollkit._debug`).
     """
 
     def __init__(
@@ -205,6 +211,7 @@ class Transport:
         max_connections_per_host: int = 16,
         session: aiohttp.ClientSession | None = None,
         secrets: Iterable[str] = (),
+        logger: logging.Logger | None = None,
     ) -> None:
         if timeout <= 0:
             raise ConfigurationError(f"timeout must be > 0, got {timeout!r}")
@@ -216,6 +223,9 @@ class Transport:
         self._session = session
         self._owns_session = session is None
         self._secrets = tuple(s for s in secrets if s)
+        self.log = logger or _log
+        if debug_requested():
+            enable_debug_logging()
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -265,7 +275,7 @@ class Transport:
 
         def on_backoff(details: Any) -> None:
             exc = details.get("exception")
-            _log.debug(
+            self.log.debug(
                 "%s %s: attempt %d failed (%s), retrying in %.3f s",
                 request.method,
                 redact_url(request.url),
@@ -297,7 +307,7 @@ class Transport:
         except PollkitError:
             raise
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            _log.debug(
+            self.log.debug(
                 "%s %s -> %s after %.1f ms",
                 request.method,
                 redact_url(request.url),
@@ -307,7 +317,7 @@ class Transport:
             raise transport_error(
                 exc, operation=request.operation, job_id=request.job_id, url=request.url
             ) from exc
-        _log.debug(
+        self.log.debug(
             "%s %s -> %d (%d bytes) in %.1f ms",
             request.method,
             redact_url(request.url),

@@ -12,6 +12,7 @@ import contextlib
 import io
 import logging
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -185,6 +186,33 @@ def _form_data(request: Request, on_upload: UploadProgress | None) -> Iterator[a
             reader.close()
 
 
+class _SessionBox:
+    """Holds the session a transport created, for the finalizer (which must not hold the
+    transport itself)."""
+
+    __slots__ = ("session",)
+
+    def __init__(self) -> None:
+        self.session: aiohttp.ClientSession | None = None
+
+
+def _close_abandoned(box: _SessionBox) -> None:
+    """Close the connections of a session whose client was dropped without being closed.
+
+    Runs from the garbage collector, maybe outside any event loop, so it cannot await
+    ``session.close()``; closing the connector's transports is the synchronous part of it and
+    leaves aiohttp nothing to warn about ("Unclosed client session").
+    """
+    session = box.session
+    if session is None or session.closed:
+        return
+    connector = session.connector
+    close_now = getattr(connector, "_close", None)
+    if close_now is not None:
+        close_now()
+        _log.debug("closed the connections of a client that was never closed")
+
+
 class Transport:
     """Sends requests over one shared `aiohttp.ClientSession`.
 
@@ -223,6 +251,9 @@ class Transport:
         self._session = session
         self._owns_session = session is None
         self._secrets = tuple(s for s in secrets if s)
+        # A client dropped without `aclose()` still closes the session it created.
+        self._created = _SessionBox()
+        weakref.finalize(self, _close_abandoned, self._created)
         self.log = logger or _log
         if debug_requested():
             enable_debug_logging()
@@ -240,6 +271,7 @@ class Transport:
                 headers={"User-Agent": USER_AGENT},
                 read_bufsize=READ_BUFSIZE,
             )
+            self._created.session = self._session
         elif self._session.closed:
             raise ConfigurationError("the HTTP session is closed; create a new client")
         return self._session

@@ -101,7 +101,7 @@ def test_timeout_not_finished_and_api_errors(
 
 def test_bad_usage_exits_2(sim: ThreadedSimulator, capsys: pytest.CaptureFixture[str]) -> None:
     assert check(sim, "cx", key=" ") == ExitCode.USAGE
-    assert "api_key is empty" in capsys.readouterr().err
+    assert "no API key" in capsys.readouterr().err
     assert check(sim, "cx", "--timeout", "-1") == ExitCode.USAGE
     assert "timeout must be > 0" in capsys.readouterr().err
     assert check(sim, "cx", "--poll-interval", "0") == ExitCode.USAGE

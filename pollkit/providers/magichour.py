@@ -11,6 +11,7 @@ before anything is sent; other tools are passed through as they are.
 
 from __future__ import annotations
 
+import os
 import posixpath
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -147,19 +148,27 @@ class MagicHour(Provider):
     """The Magic Hour v1 API.
 
     Args:
-        api_key: The bearer token.
-        base_url: Where the API lives (the simulator's `sim.url` in tests).
+        api_key: The bearer token; default: the ``MAGIC_HOUR_API_KEY`` environment variable.
+        base_url: Where the API lives (the simulator's `sim.url` in tests); default:
+            ``MAGIC_HOUR_BASE_URL``, else ``https://api.magichour.ai``.
 
     Raises:
-        ConfigurationError: The key is empty or the URL is not http(s).
+        ConfigurationError: No key, or the URL is not http(s).
     """
 
     name = "magichour"
+    #: The environment variables read for a key and a base URL that were not passed.
+    ENV_API_KEY = "MAGIC_HOUR_API_KEY"
+    ENV_BASE_URL = "MAGIC_HOUR_BASE_URL"
 
-    def __init__(self, *, api_key: str, base_url: str = DEFAULT_BASE_URL) -> None:
+    def __init__(self, *, api_key: str | None = None, base_url: str | None = None) -> None:
         super().__init__()
+        api_key = api_key if api_key is not None else os.environ.get(self.ENV_API_KEY, "")
+        base_url = base_url or os.environ.get(self.ENV_BASE_URL) or DEFAULT_BASE_URL
         if not api_key or not api_key.strip():
-            raise ConfigurationError("magichour: api_key is empty")
+            raise ConfigurationError(
+                f"magichour: no API key (pass api_key= or set {self.ENV_API_KEY})"
+            )
         if urlsplit(base_url).scheme not in ("http", "https"):
             raise ConfigurationError(f"magichour: base_url must be http(s), got {base_url!r}")
         self._api_key = api_key.strip()

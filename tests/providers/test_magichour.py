@@ -129,10 +129,27 @@ def test_bad_ids_are_refused(bad: str) -> None:
 
 
 def test_bad_constructor_arguments() -> None:
-    with pytest.raises(ConfigurationError, match="api_key is empty"):
+    with pytest.raises(ConfigurationError, match="no API key"):
         MagicHour(api_key="  ")
+    with pytest.raises(ConfigurationError, match="MAGIC_HOUR_API_KEY"):
+        MagicHour()
     with pytest.raises(ConfigurationError, match="base_url"):
         MagicHour(api_key="k", base_url="ftp://x")
+
+
+def test_key_and_url_come_from_the_environment_when_not_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MAGIC_HOUR_API_KEY", "mhk_from_env")
+    monkeypatch.setenv("MAGIC_HOUR_BASE_URL", "http://127.0.0.1:9/")
+    provider = MagicHour()
+    assert provider.secrets == ("mhk_from_env",)
+    assert provider.base_url == "http://127.0.0.1:9"
+    request = provider.status_requests("p1", "image")[0]
+    assert request.url == "http://127.0.0.1:9/v1/image-projects/p1"
+    assert request.headers["Authorization"] == "Bearer mhk_from_env"
+    # What is passed wins over the environment.
+    assert MagicHour(api_key="k", base_url="http://h").base_url == "http://h"
 
 
 def test_cancel_is_not_supported() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 
 from pollkit.core.cadence import DurationModel
-from pollkit.download import Downloader, Refresh
+from pollkit.download import Downloader, Refresh, SavedFile
 from pollkit.engine import Engine
 from pollkit.errors import ConfigurationError, URLExpired
 from pollkit.http import Transport, UploadProgress
@@ -22,7 +22,7 @@ from pollkit.journal import Journal, default_journal_path
 from pollkit.models import Event, JobState, Output, Result, Status
 from pollkit.policies import Cadence, DownloadPolicy, RetryPolicy
 from pollkit.progress import NullProgress, ProgressSink, TqdmProgress
-from pollkit.providers.base import Provider, Submission
+from pollkit.providers.base import Provider, Request, Response, Submission
 from pollkit.scheduler import BatchItem, Scheduler
 
 __all__ = ["AsyncClient"]
@@ -157,6 +157,7 @@ class AsyncClient:
         kind: str | None = None,
         timeout: float | None = None,
         cadence: Cadence | None = None,
+        on_state: Callable[[JobState], None] | None = None,
     ) -> JobState:
         """Poll until the job is terminal and return its final state.
 
@@ -165,12 +166,57 @@ class AsyncClient:
             kind: The provider's job kind when known (saves a request on some APIs).
             timeout: Deadline in seconds; overrides the cadence's.
             cadence: Polling policy for this call.
+            on_state: Called with every state observed (a progress display, say).
 
         Raises:
             PollTimeout: Not terminal by the deadline (carries the last state).
         """
-        watch = await self._engine.wait(job_id, kind, cadence=self._cadence(timeout, cadence))
+        watch = await self._engine.wait(
+            job_id, kind, cadence=self._cadence(timeout, cadence), on_state=on_state
+        )
         return watch.state
+
+    async def send(self, request: Request, *, on_upload: UploadProgress | None = None) -> Response:
+        """Send one request the provider built for an operation beyond jobs (a process list,
+        a job's details, metrics…), with the client's session, retries and error mapping.
+
+        Raises:
+            APIError, TransportError: The request failed (after retries for transient errors).
+        """
+        await self._engine.start()
+        return await self._transport.send(request, on_upload=on_upload)
+
+    async def download(
+        self,
+        output: Output,
+        directory: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        job_id: str | None = None,
+        progress: bool | ProgressSink = False,
+    ) -> SavedFile:
+        """Download one output (with the provider's credentials, 425 waits and extraction as
+        the download policy says).
+
+        Args:
+            output: What to download (e.g. from the provider's output helpers).
+            directory: Where (created if missing).
+            name: The file name to use instead of the name template's.
+            job_id: The job, for naming and messages.
+            progress: True for tqdm bars, or a `ProgressSink`.
+
+        Raises:
+            DownloadError: The file could not be saved.
+            APIError: The server refused the download.
+        """
+        sink = _sink(progress, jobs=False)
+        try:
+            return await self._downloader.fetch(
+                output, directory, job_id=job_id, name=name, progress=sink
+            )
+        finally:
+            if progress is True:
+                sink.close()
 
     async def cancel(self, job_id: str, *, kind: str | None = None) -> None:
         """Cancel a job.

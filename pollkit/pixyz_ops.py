@@ -1,0 +1,188 @@
+"""`PixyzClient`: the PiXYZ Scheduler's operations beyond submit/wait/download, as coroutines.
+
+The `Pixyz` provider builds the requests and parses the replies (no I/O); this thin wrapper
+sends them through an `AsyncClient` (its session, retries, error mapping and downloader), so
+that every PiXYZ route is one awaitable call::
+
+    async with AsyncClient(Pixyz(api_key=key, base_url=url)) as client:
+        pixyz = PixyzClient(client)
+        print(await pixyz.processes())
+        job = await pixyz.submit({"process": "convert_file", "file": "part.step"})
+        state = await pixyz.watch(job.job_id, interval=1.0)
+        await pixyz.download_archive(job.job_id, "out")
+
+The `pollkit pixyz` command is built on it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from pollkit.client import AsyncClient
+from pollkit.download import SavedFile
+from pollkit.errors import ConfigurationError
+from pollkit.http import UploadProgress
+from pollkit.models import JobState
+from pollkit.policies import Cadence
+from pollkit.progress import ProgressSink
+from pollkit.providers.base import Submission
+from pollkit.providers.pixyz import Pixyz, parse_metrics
+
+__all__ = ["PixyzClient"]
+
+
+class PixyzClient:
+    """Every PiXYZ Scheduler route, sent through `client`.
+
+    Args:
+        client: An `AsyncClient` whose provider is a `Pixyz`.
+
+    Raises:
+        ConfigurationError: The client's provider is not PiXYZ.
+    """
+
+    def __init__(self, client: AsyncClient) -> None:
+        if not isinstance(client.provider, Pixyz):
+            raise ConfigurationError("PixyzClient needs an AsyncClient with a Pixyz provider")
+        self.client = client
+        self.provider: Pixyz = client.provider
+
+    async def welcome(self) -> str:
+        """The text of ``GET /`` (``Welcome to PiXYZ API v…!``)."""
+        response = await self.client.send(self.provider.welcome_request())
+        return response.body.decode("utf-8", "replace").strip()
+
+    async def processes(self) -> list[str]:
+        """The names of the server's processes (``GET /processes``)."""
+        response = await self.client.send(self.provider.processes_request())
+        return self.provider.parse_processes(response)
+
+    async def process_doc(self, process: str) -> str:
+        """The documentation of one process (``GET /processes/{name}``).
+
+        Raises:
+            InvalidRequest: No such process (400 ``Invalid process``).
+        """
+        response = await self.client.send(self.provider.process_doc_request(process))
+        return self.provider.parse_doc(response)
+
+    async def jobs(self) -> list[dict[str, Any]]:
+        """Every job the backend knows, packaging tasks included (``GET /jobs``)."""
+        response = await self.client.send(self.provider.jobs_request())
+        return self.provider.parse_jobs(response)
+
+    async def submit(
+        self, spec: Mapping[str, Any], *, on_upload: UploadProgress | None = None
+    ) -> Submission:
+        """Create a job (``POST /jobs``); see `Pixyz` for the spec.
+
+        Raises:
+            ConfigurationError: The spec is invalid (nothing was sent).
+            InvalidRequest: The server refused it (its details are in the message).
+        """
+        return await self.client.submit(spec, on_upload=on_upload)
+
+    async def status(self, job_id: str) -> JobState:
+        """The job's state once (``GET /jobs/{uuid}``, or ``/details`` with ``poll_details``)."""
+        return await self.client.get(job_id)
+
+    async def details(self, job_id: str) -> JobState:
+        """The job's details (``GET /jobs/{uuid}/details``): steps, times and result are in
+        ``raw``; ``error`` is the traceback there."""
+        response = await self.client.send(self.provider.details_request(job_id))
+        return self.provider.parse_details(response, datetime.now(timezone.utc))
+
+    async def watch(
+        self,
+        job_id: str,
+        *,
+        interval: float = 1.0,
+        timeout: float | None = None,
+        on_state: Callable[[JobState], None] | None = None,
+    ) -> JobState:
+        """Poll every `interval` seconds until the job is terminal.
+
+        Raises:
+            PollTimeout: Not terminal after `timeout` seconds (carries the last state).
+        """
+        cadence = Cadence(
+            initial=interval, maximum=interval, multiplier=1.0, jitter=0.0, timeout=timeout
+        )
+        return await self.client.wait(job_id, cadence=cadence, on_state=on_state)
+
+    async def outputs(self, job_id: str) -> list[str]:
+        """The names in the job's outputs directory (``GET /jobs/{uuid}/outputs``).
+
+        An unknown uuid lists nothing (and the server creates its directory).
+        """
+        response = await self.client.send(self.provider.outputs_list_request(job_id))
+        return self.provider.parse_output_names(response)
+
+    async def download_file(
+        self,
+        job_id: str,
+        path: str,
+        directory: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        progress: bool | ProgressSink = False,
+    ) -> SavedFile:
+        """Download one output file (``GET /jobs/{uuid}/outputs/{path}``) into `directory`.
+
+        Args:
+            job_id: The job.
+            path: The file's path in the job's outputs directory.
+            directory: Where to save it (created if missing).
+            name: The file name (default: the path's last part); never a path.
+            progress: True for tqdm bars, or a sink.
+
+        Raises:
+            UnsafePath: The name is not a plain file name.
+            NotFound: No such file.
+        """
+        output = self.provider.output_file(job_id, path)
+        file_name = name or path.rsplit("/", 1)[-1]
+        return await self.client.download(
+            output, directory, name=file_name, job_id=job_id, progress=progress
+        )
+
+    async def download_archive(
+        self,
+        job_id: str,
+        directory: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        progress: bool | ProgressSink = False,
+    ) -> SavedFile:
+        """Download the zip of the job's outputs, waiting while the server packs it (425) on
+        the client's `DownloadPolicy.not_ready` cadence; extracted if the policy says so.
+
+        Raises:
+            NotReady: Still being packed at that cadence's deadline.
+            NotFound: The server has no directory for this job.
+        """
+        output = self.provider.archive_output(job_id)
+        return await self.client.download(
+            output, directory, name=name or output.name, job_id=job_id, progress=progress
+        )
+
+    async def task_meta(self, job_id: str) -> dict[str, Any]:
+        """The backend's raw record of the job (``GET /backend/get_task_meta/{uuid}``)."""
+        response = await self.client.send(self.provider.task_meta_request(job_id))
+        return self.provider.parse_task_meta(response)
+
+    async def callback(self, payload: Mapping[str, Any]) -> None:
+        """Post a JSON object to the development echo (``POST /dev/callback``)."""
+        await self.client.send(self.provider.callback_request(payload))
+
+    async def metrics_text(self) -> str:
+        """The Prometheus text of ``GET /metrics``."""
+        response = await self.client.send(self.provider.metrics_request())
+        return response.body.decode("utf-8", "replace")
+
+    async def metrics(self) -> dict[str, list[tuple[dict[str, str], float]]]:
+        """``GET /metrics``, parsed: samples ``(labels, value)`` by metric name."""
+        return parse_metrics(await self.metrics_text())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import random
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -176,15 +176,21 @@ class AsyncClient:
         )
         return watch.state
 
-    async def send(self, request: Request, *, on_upload: UploadProgress | None = None) -> Response:
-        """Send one request the provider built for an operation beyond jobs (a process list,
-        a job's details, metrics…), with the client's session, retries and error mapping.
+    async def send(
+        self, request: Request | Sequence[Request], *, on_upload: UploadProgress | None = None
+    ) -> Response:
+        """Send a request the provider built for an operation beyond jobs (a process list, a
+        job's details, an update…), with the client's session, key check, retries and error
+        mapping. Given several, send each in turn while the previous one answered 404 (APIs
+        that route by a job kind the caller may not know).
 
         Raises:
             APIError, TransportError: The request failed (after retries for transient errors).
         """
-        await self._engine.start()
-        return await self._transport.send(request, on_upload=on_upload)
+        if isinstance(request, Request):
+            await self._engine.start()
+            return await self._transport.send(request, on_upload=on_upload)
+        return await self._engine.first_found(request)
 
     async def download(
         self,

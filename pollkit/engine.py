@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -113,8 +113,8 @@ class Engine:
         response = await self.transport.send(request, retry=retry, on_upload=on_upload)
         return self.provider.parse_submission(response, _utcnow())
 
-    async def _first_found(
-        self, requests: list[Request], retry: RetryPolicy | None = None
+    async def first_found(
+        self, requests: Sequence[Request], retry: RetryPolicy | None = None
     ) -> Response:
         """Send each request in turn while the previous one answered 404."""
         await self.start()
@@ -135,7 +135,7 @@ class Engine:
     ) -> tuple[JobState, PollHints]:
         """Poll once: the job's state, and the timing hints of the reply."""
         requests = list(self.provider.status_requests(job_id, kind))
-        response = await self._first_found(requests, retry)
+        response = await self.first_found(requests, retry)
         state = self.provider.parse_state(response, _utcnow(), previous)
         state = await self._with_outputs(state, retry)
         hints = PollHints(
@@ -213,7 +213,7 @@ class Engine:
 
     async def delete(self, job_id: str, kind: str | None = None) -> None:
         """Delete a job."""
-        await self._first_found(list(self.provider.delete_requests(job_id, kind)))
+        await self.first_found(list(self.provider.delete_requests(job_id, kind)))
 
     async def cancel(self, job_id: str, kind: str | None = None) -> None:
         """Cancel a job."""

@@ -1,11 +1,11 @@
-"""`PixyzClient`: the PiXYZ Scheduler's operations beyond submit/wait/download, as coroutines.
+"""`PixyzClient`: `AsyncClient` plus the PiXYZ Scheduler's routes that are not about waiting.
 
-The `Pixyz` provider builds the requests and parses the replies (no I/O); this thin wrapper
-sends them through an `AsyncClient` (its session, retries, error mapping and downloader), so
-that every PiXYZ route is one awaitable call::
+Submitting, reading, waiting, batches and downloads are the generic client's. The `Pixyz`
+provider builds the requests of the other routes and parses their replies (no I/O); this
+client sends them through the same session, retries, error mapping and downloader, so that
+every PiXYZ route is one awaitable call::
 
-    async with AsyncClient(Pixyz(api_key=key, base_url=url)) as client:
-        pixyz = PixyzClient(client)
+    async with PixyzClient(Pixyz(api_key=key, base_url=url)) as pixyz:
         print(await pixyz.processes())
         job = await pixyz.submit({"process": "convert_file", "file": "part.step"})
         state = await pixyz.watch(job.job_id, interval=1.0)
@@ -24,41 +24,44 @@ from typing import Any
 from pollkit.client import AsyncClient
 from pollkit.download import SavedFile
 from pollkit.errors import ConfigurationError
-from pollkit.http import UploadProgress
 from pollkit.models import JobState
 from pollkit.policies import Cadence
 from pollkit.progress import ProgressSink
-from pollkit.providers.base import Submission
 from pollkit.providers.pixyz import Pixyz, parse_metrics
 
 __all__ = ["PixyzClient"]
 
 
-class PixyzClient:
-    """Every PiXYZ Scheduler route, sent through `client`.
+class PixyzClient(AsyncClient):
+    """An `AsyncClient` for `Pixyz`, with every other PiXYZ Scheduler route.
 
     Args:
-        client: An `AsyncClient` whose provider is a `Pixyz`.
+        provider: The PiXYZ provider.
+        **kwargs: As for `AsyncClient`.
 
     Raises:
-        ConfigurationError: The client's provider is not PiXYZ.
+        ConfigurationError: `provider` is not a `Pixyz`, or another argument is invalid.
     """
 
-    def __init__(self, client: AsyncClient) -> None:
-        if not isinstance(client.provider, Pixyz):
-            raise ConfigurationError("PixyzClient needs an AsyncClient with a Pixyz provider")
-        self.client = client
-        self.provider: Pixyz = client.provider
+    def __init__(self, provider: Pixyz, **kwargs: Any) -> None:
+        if not isinstance(provider, Pixyz):
+            raise ConfigurationError(f"PixyzClient needs a Pixyz provider, got {provider!r}")
+        super().__init__(provider, **kwargs)
+        self.pixyz = provider
+
+    async def __aenter__(self) -> PixyzClient:
+        await super().__aenter__()
+        return self
 
     async def welcome(self) -> str:
         """The text of ``GET /`` (``Welcome to PiXYZ API v…!``)."""
-        response = await self.client.send(self.provider.welcome_request())
+        response = await self.send(self.pixyz.welcome_request())
         return response.body.decode("utf-8", "replace").strip()
 
     async def processes(self) -> list[str]:
         """The names of the server's processes (``GET /processes``)."""
-        response = await self.client.send(self.provider.processes_request())
-        return self.provider.parse_processes(response)
+        response = await self.send(self.pixyz.processes_request())
+        return self.pixyz.parse_processes(response)
 
     async def process_doc(self, process: str) -> str:
         """The documentation of one process (``GET /processes/{name}``).
@@ -66,34 +69,23 @@ class PixyzClient:
         Raises:
             InvalidRequest: No such process (400 ``Invalid process``).
         """
-        response = await self.client.send(self.provider.process_doc_request(process))
-        return self.provider.parse_doc(response)
+        response = await self.send(self.pixyz.process_doc_request(process))
+        return self.pixyz.parse_doc(response)
 
     async def jobs(self) -> list[dict[str, Any]]:
         """Every job the backend knows, packaging tasks included (``GET /jobs``)."""
-        response = await self.client.send(self.provider.jobs_request())
-        return self.provider.parse_jobs(response)
-
-    async def submit(
-        self, spec: Mapping[str, Any], *, on_upload: UploadProgress | None = None
-    ) -> Submission:
-        """Create a job (``POST /jobs``); see `Pixyz` for the spec.
-
-        Raises:
-            ConfigurationError: The spec is invalid (nothing was sent).
-            InvalidRequest: The server refused it (its details are in the message).
-        """
-        return await self.client.submit(spec, on_upload=on_upload)
+        response = await self.send(self.pixyz.jobs_request())
+        return self.pixyz.parse_jobs(response)
 
     async def status(self, job_id: str) -> JobState:
         """The job's state once (``GET /jobs/{uuid}``, or ``/details`` with ``poll_details``)."""
-        return await self.client.get(job_id)
+        return await self.get(job_id)
 
     async def details(self, job_id: str) -> JobState:
         """The job's details (``GET /jobs/{uuid}/details``): steps, times and result are in
         ``raw``; ``error`` is the traceback there."""
-        response = await self.client.send(self.provider.details_request(job_id))
-        return self.provider.parse_details(response, datetime.now(timezone.utc))
+        response = await self.send(self.pixyz.details_request(job_id))
+        return self.pixyz.parse_details(response, datetime.now(timezone.utc))
 
     async def watch(
         self,
@@ -111,15 +103,15 @@ class PixyzClient:
         cadence = Cadence(
             initial=interval, maximum=interval, multiplier=1.0, jitter=0.0, timeout=timeout
         )
-        return await self.client.wait(job_id, cadence=cadence, on_state=on_state)
+        return await self.wait(job_id, cadence=cadence, on_state=on_state)
 
     async def outputs(self, job_id: str) -> list[str]:
         """The names in the job's outputs directory (``GET /jobs/{uuid}/outputs``).
 
         An unknown uuid lists nothing (and the server creates its directory).
         """
-        response = await self.client.send(self.provider.outputs_list_request(job_id))
-        return self.provider.parse_output_names(response)
+        response = await self.send(self.pixyz.outputs_list_request(job_id))
+        return self.pixyz.parse_output_names(response)
 
     async def download_file(
         self,
@@ -143,9 +135,9 @@ class PixyzClient:
             UnsafePath: The name is not a plain file name.
             NotFound: No such file.
         """
-        output = self.provider.output_file(job_id, path)
+        output = self.pixyz.output_file(job_id, path)
         file_name = name or path.rsplit("/", 1)[-1]
-        return await self.client.download(
+        return await self.download(
             output, directory, name=file_name, job_id=job_id, progress=progress
         )
 
@@ -164,23 +156,23 @@ class PixyzClient:
             NotReady: Still being packed at that cadence's deadline.
             NotFound: The server has no directory for this job.
         """
-        output = self.provider.archive_output(job_id)
-        return await self.client.download(
+        output = self.pixyz.archive_output(job_id)
+        return await self.download(
             output, directory, name=name or output.name, job_id=job_id, progress=progress
         )
 
     async def task_meta(self, job_id: str) -> dict[str, Any]:
         """The backend's raw record of the job (``GET /backend/get_task_meta/{uuid}``)."""
-        response = await self.client.send(self.provider.task_meta_request(job_id))
-        return self.provider.parse_task_meta(response)
+        response = await self.send(self.pixyz.task_meta_request(job_id))
+        return self.pixyz.parse_task_meta(response)
 
     async def callback(self, payload: Mapping[str, Any]) -> None:
         """Post a JSON object to the development echo (``POST /dev/callback``)."""
-        await self.client.send(self.provider.callback_request(payload))
+        await self.send(self.pixyz.callback_request(payload))
 
     async def metrics_text(self) -> str:
         """The Prometheus text of ``GET /metrics``."""
-        response = await self.client.send(self.provider.metrics_request())
+        response = await self.send(self.pixyz.metrics_request())
         return response.body.decode("utf-8", "replace")
 
     async def metrics(self) -> dict[str, list[tuple[dict[str, str], float]]]:

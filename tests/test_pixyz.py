@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from pollkit import (
-    AsyncClient,
     AuthenticationError,
     Cadence,
     Client,
@@ -41,10 +40,10 @@ async def sim() -> AsyncIterator[Simulator]:
         yield simulator
 
 
-def client_for(sim: Simulator, **kwargs: Any) -> AsyncClient:
+def client_for(sim: Simulator, **kwargs: Any) -> PixyzClient:
     download = kwargs.pop("download", DownloadPolicy(not_ready=NOT_READY))
     provider = Pixyz(api_key=sim.api_key, base_url=sim.urls["pixyz"], **kwargs)
-    return AsyncClient(provider, cadence=FAST_CADENCE, retry=FAST_RETRY, download=download)
+    return PixyzClient(provider, cadence=FAST_CADENCE, retry=FAST_RETRY, download=download)
 
 
 @pytest.fixture
@@ -89,7 +88,7 @@ async def test_archive_mode_waits_through_425s_and_extracts(
     async with client_for(sim, outputs="archive", download=policy) as client:
         job = await client.submit(thumbs(model))
         result = await client.check_result(job.job_id, download_directory=tmp_path)
-        metrics = await PixyzClient(client).metrics()
+        metrics = await client.metrics()
     (archive,) = result.downloaded_paths
     assert archive.name == f"{job.job_id}-0.zip"
     assert sorted(p.name for p in result.extracted_paths) == sorted(
@@ -120,12 +119,12 @@ async def test_unknown_id_waits_to_the_deadline_and_says_the_id_may_be_wrong(
 
 async def test_wrong_key_is_401_without_the_key(sim: Simulator, model: Path) -> None:
     provider = Pixyz(api_key="not-the-key-123", base_url=sim.urls["pixyz"])
-    async with AsyncClient(provider, retry=FAST_RETRY) as client:
+    async with PixyzClient(provider, retry=FAST_RETRY) as client:
         with pytest.raises(AuthenticationError) as info:
             await client.submit(thumbs(model))
         with pytest.raises(AuthenticationError):
-            await PixyzClient(client).jobs()
-        assert await PixyzClient(client).processes()  # no key needed
+            await client.jobs()
+        assert await client.processes()  # no key needed
     assert info.value.status_code == 401
     assert "Invalid token" in str(info.value)
     assert "not-the-key-123" not in str(info.value)
@@ -136,9 +135,9 @@ async def test_400_details_reach_the_caller(sim: Simulator, tmp_path: Path) -> N
     async with client_for(sim) as client:
         with pytest.raises(InvalidRequest, match="Bad Request: Invalid process 'nope'"):
             await client.submit({"process": "nope"})
-        pixyz = PixyzClient(client)
+
         with pytest.raises(InvalidRequest, match="Invalid process 'nope'"):
-            await pixyz.process_doc("nope")
+            await client.process_doc("nope")
         url = f"{sim.urls['pixyz']}/jobs"
         headers = {"x-api-key": sim.api_key}
         bad_json = Request("POST", url, "submit", headers=headers, form=(
@@ -167,12 +166,11 @@ async def test_multipart_upload_reports_every_byte(sim: Simulator, tmp_path: Pat
             counted.append(count)
 
     async with client_for(sim) as client:
-        pixyz = PixyzClient(client)
-        job = await pixyz.submit(
+        job = await client.submit(
             {"process": "generate_metadata", "file": str(big)}, on_upload=on_upload
         )
         await client.wait(job.job_id)
-        details = await pixyz.details(job.job_id)
+        details = await client.details(job.job_id)
     assert sum(counted) == big.stat().st_size
     assert len(counted) > 1
     # The server's counters derive from the size it received: every byte arrived.
@@ -182,30 +180,29 @@ async def test_multipart_upload_reports_every_byte(sim: Simulator, tmp_path: Pat
 async def test_every_provider_operation(sim: Simulator, model: Path, tmp_path: Path) -> None:
     slow = Scenario(time_scale=1e-6, queue_delay=10.0, render_time=100.0, archive_delay=5.0)
     async with Simulator(slow) as frozen, client_for(frozen) as client:
-        pixyz = PixyzClient(client)
-        assert await pixyz.welcome() == "Welcome to PiXYZ API v1.0.7!"
-        assert "generate_thumbnails" in await pixyz.processes()
-        assert "width" in await pixyz.process_doc("generate_thumbnails")
-        job = (await pixyz.submit(thumbs(model, name="bracket"))).job_id
-        assert (await pixyz.status(job)).status is Status.QUEUED
+        assert await client.welcome() == "Welcome to PiXYZ API v1.0.7!"
+        assert "generate_thumbnails" in await client.processes()
+        assert "width" in await client.process_doc("generate_thumbnails")
+        job = (await client.submit(thumbs(model, name="bracket"))).job_id
+        assert (await client.status(job)).status is Status.QUEUED
         frozen.clock.advance(60)
-        running = await pixyz.details(job)
+        running = await client.details(job)
         assert (running.status, running.raw["name"]) == (Status.RENDERING, "bracket")
         assert running.progress is not None
         assert 0 < running.progress < 1
         assert running.raw["steps"][-1]["duration"] == -1
-        assert [j["uuid"] for j in await pixyz.jobs()] == [job]
-        assert await pixyz.outputs(job) == []
+        assert [j["uuid"] for j in await client.jobs()] == [job]
+        assert await client.outputs(job) == []
         frozen.clock.advance(100)
-        done = await pixyz.status(job)
+        done = await client.status(job)
         assert done.status is Status.COMPLETE
         assert [o.name for o in done.outputs][:1] == ["iso.png"]  # listed by the engine
-        assert (await pixyz.task_meta(job))["status"] == "SUCCESS"
-        saved = await pixyz.download_file(job, "x.png", tmp_path / "one")
+        assert (await client.task_meta(job))["status"] == "SUCCESS"
+        saved = await client.download_file(job, "x.png", tmp_path / "one")
         assert saved.path == tmp_path / "one" / "x.png"
         assert assert_valid_png(saved.path.read_bytes()) == (9, 5)
-        await pixyz.callback({"job": job})
-        requests = await pixyz.metrics()
+        await client.callback({"job": job})
+        requests = await client.metrics()
     assert ({"status": "SUCCESS"}, 1.0) in requests["pixyz_jobs"]
     served = {labels["kind"]: value for labels, value in requests["http_response_bytes_total"]}
     assert served["file"] == saved.size

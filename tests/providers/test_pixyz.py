@@ -13,7 +13,6 @@ import pytest
 from yarl import URL
 
 from pollkit import (
-    AsyncClient,
     ConfigurationError,
     InvalidRequest,
     ProtocolError,
@@ -265,8 +264,7 @@ async def test_request_shapes_on_the_wire() -> None:
         mock.get(f"{BASE}/backend/get_task_meta/{JOB}", payload={"status": "SUCCESS"})
         mock.post(f"{BASE}/dev/callback", payload=None)
         mock.get(f"{BASE}/metrics", body="up 1\n")
-        async with AsyncClient(provider, retry=RetryPolicy(max_attempts=1)) as client:
-            pixyz = PixyzClient(client)
+        async with PixyzClient(provider, retry=RetryPolicy(max_attempts=1)) as pixyz:
             assert await pixyz.welcome() == "Welcome to PiXYZ API v1.0.7!"
             assert await pixyz.processes() == ["sleep"]
             assert (await pixyz.process_doc("sleep")).startswith("Process 'sleep'")
@@ -293,7 +291,7 @@ def test_pixyz_client_needs_a_pixyz_provider() -> None:
     from pollkit import MagicHour
 
     with pytest.raises(ConfigurationError, match="Pixyz provider"):
-        PixyzClient(AsyncClient(MagicHour(api_key="k")))
+        PixyzClient(MagicHour(api_key="k"))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from pollkit import __version__
-from pollkit.client import AsyncClient
 from pollkit.errors import ConfigurationError, InvalidRequest, NotReady, PollkitError, PollTimeout
 from pollkit.models import JobState
 from pollkit.pixyz_ops import PixyzClient
@@ -81,8 +80,8 @@ async def _connect(
             timeout=archive_interval * _ARCHIVE_RETRIES,
         )
         policy = DownloadPolicy(existing="overwrite", not_ready=not_ready)
-    async with AsyncClient(provider, download=policy) as client:
-        yield PixyzClient(client)
+    async with PixyzClient(provider, download=policy) as pixyz:
+        yield pixyz
 
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:

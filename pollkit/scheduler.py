@@ -489,13 +489,17 @@ class Scheduler:
             for job in jobs:
                 await self._poll_failed(job, exc)
             return
+        missing = []
         for job in jobs:
             found = states.get(job.job_id)
             if found is None:
-                # Not in the list (yet): ask about it on its own.
-                self._push(job, 0.0)
+                missing.append(job)
             else:
                 await self._observed(job, found, PollHints())
+        # Not in the list (another type, beyond the page, deleted): ask about each on its own,
+        # now. Pushed back on the heap instead, a job the list never shows would be listed
+        # again with the next due jobs, and again, in a loop of list requests.
+        await asyncio.gather(*(self._poll(job) for job in missing))
 
     async def _poll_failed(self, job: _Job, exc: PollkitError) -> None:
         if isinstance(exc, RateLimited):

@@ -165,7 +165,9 @@ def test_python_dash_m_and_help_lists_exit_codes(tmp_path: Path) -> None:
     assert "the job was canceled" in done.stdout
 
 
-@pytest.mark.parametrize("example", ["check_result.py", "check_result_sync.py"])
+@pytest.mark.parametrize(
+    "example", ["check_result.py", "check_result_sync.py", "pixyz_pipeline.py", "pixy_batch.py"]
+)
 def test_examples_run_as_they_are(example: str, tmp_path: Path) -> None:
     done = run_python(str(ROOT / "examples" / example), "--out", str(tmp_path), cwd=tmp_path)
     assert done.returncode == 0, done.stderr

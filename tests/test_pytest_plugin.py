@@ -7,7 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-USER_SUITE = '''
+USER_SUITE = """
 import pytest
 
 import pollkit
@@ -35,7 +35,7 @@ def test_a_marker_chooses_the_scenario(magichour_provider):
 def test_each_test_gets_a_fresh_simulator(pollkit_sim):
     assert pollkit_sim.stats()["jobs"] == []
     assert pollkit_sim.scenario.time_scale == 1000.0  # the "fast" default
-'''
+"""
 
 
 def test_a_users_suite_gets_the_fixtures_without_any_setup(tmp_path: Path) -> None:

@@ -34,9 +34,20 @@ from pollkit.errors import (
     URLExpired,
 )
 from pollkit.models import ErrorInfo, JobState, Output, Result, Status
+from pollkit.pixy_client import PixyClient
+from pollkit.pixyz_ops import PixyzClient
 from pollkit.policies import Cadence, DownloadPolicy, RetryPolicy
 from pollkit.progress import NullProgress, ProgressSink, TqdmProgress
-from pollkit.providers import MagicHour, Provider, Submission
+from pollkit.providers import (
+    ImageGenProperties,
+    MagicHour,
+    Pixy,
+    Pixyz,
+    Provider,
+    Submission,
+    SubtitleGenProperties,
+    VideoGenProperties,
+)
 from pollkit.sync import Client
 
 __all__ = [
@@ -51,6 +62,7 @@ __all__ = [
     "DownloadError",
     "DownloadPolicy",
     "ErrorInfo",
+    "ImageGenProperties",
     "IncompleteDownload",
     "InvalidRequest",
     "JobCanceled",
@@ -62,6 +74,10 @@ __all__ = [
     "NotReady",
     "NullProgress",
     "Output",
+    "Pixy",
+    "PixyClient",
+    "Pixyz",
+    "PixyzClient",
     "PollTimeout",
     "PollkitError",
     "ProgressSink",
@@ -75,10 +91,12 @@ __all__ = [
     "Status",
     "StorageError",
     "Submission",
+    "SubtitleGenProperties",
     "TqdmProgress",
     "TransportError",
     "URLExpired",
     "UnsafePath",
     "UnsupportedOperation",
+    "VideoGenProperties",
     "__version__",
 ]

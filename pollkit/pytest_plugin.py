@@ -14,7 +14,8 @@ Fixtures:
         ``@pytest.mark.pollkit_scenario("flaky")`` (a name in `pollkit.sim.SCENARIOS`, or a
         `Scenario`).
     pollkit_sim: A running `ThreadedSimulator` (works in sync and async tests alike).
-    magichour_provider: A `MagicHour` provider pointed at it, with its key.
+    magichour_provider, pixy_provider, pixyz_provider: A `MagicHour`, `Pixy` or `Pixyz`
+        provider pointed at it, with its key.
 
 The simulator is started for each test that asks for it (it binds ``127.0.0.1:0`` and starts in
 a few milliseconds), so tests never share jobs, plans or injected faults.
@@ -26,10 +27,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from pollkit.providers import MagicHour
+from pollkit.providers import MagicHour, Pixy, Pixyz
 from pollkit.sim import Scenario, ThreadedSimulator
 
-__all__ = ["magichour_provider", "pollkit_scenario", "pollkit_sim"]
+__all__ = [
+    "magichour_provider",
+    "pixy_provider",
+    "pixyz_provider",
+    "pollkit_scenario",
+    "pollkit_sim",
+]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -63,3 +70,15 @@ def pollkit_sim(pollkit_scenario: Scenario | str) -> Iterator[ThreadedSimulator]
 def magichour_provider(pollkit_sim: ThreadedSimulator) -> MagicHour:
     """A Magic Hour provider for `pollkit_sim`."""
     return MagicHour(api_key=pollkit_sim.api_key, base_url=pollkit_sim.urls["magichour"])
+
+
+@pytest.fixture
+def pixy_provider(pollkit_sim: ThreadedSimulator) -> Pixy:
+    """A Pixy provider for `pollkit_sim` (its key check is served there too)."""
+    return Pixy(api_key=pollkit_sim.api_key, base_url=pollkit_sim.urls["pixy"])
+
+
+@pytest.fixture
+def pixyz_provider(pollkit_sim: ThreadedSimulator) -> Pixyz:
+    """A PiXYZ Scheduler provider for `pollkit_sim`."""
+    return Pixyz(api_key=pollkit_sim.api_key, base_url=pollkit_sim.urls["pixyz"])

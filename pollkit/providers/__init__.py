@@ -2,5 +2,24 @@
 
 from pollkit.providers.base import FormPart, Provider, Request, Response, Submission
 from pollkit.providers.magichour import MagicHour
+from pollkit.providers.pixy import Pixy
+from pollkit.providers.pixy_properties import (
+    ImageGenProperties,
+    SubtitleGenProperties,
+    VideoGenProperties,
+)
+from pollkit.providers.pixyz import Pixyz
 
-__all__ = ["FormPart", "MagicHour", "Provider", "Request", "Response", "Submission"]
+__all__ = [
+    "FormPart",
+    "ImageGenProperties",
+    "MagicHour",
+    "Pixy",
+    "Pixyz",
+    "Provider",
+    "Request",
+    "Response",
+    "Submission",
+    "SubtitleGenProperties",
+    "VideoGenProperties",
+]

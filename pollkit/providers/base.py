@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,9 +19,17 @@ from typing import Any
 from pollkit.errors import ProtocolError, UnsupportedOperation
 from pollkit.models import JobState
 
-__all__ = ["FormPart", "Provider", "Request", "Response", "Submission"]
+__all__ = ["FormPart", "Provider", "Request", "Response", "Submission", "setting"]
 
 _log = logging.getLogger("pollkit.providers")
+
+
+def setting(value: str | None, variable: str, default: str = "") -> str:
+    """A provider's setting: `value` when given, else the environment `variable` (when set and
+    not empty), else `default`."""
+    if value is not None:
+        return value
+    return os.environ.get(variable) or default
 
 
 @dataclass(frozen=True, slots=True)

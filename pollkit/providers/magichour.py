@@ -11,7 +11,6 @@ before anything is sent; other tools are passed through as they are.
 
 from __future__ import annotations
 
-import os
 import posixpath
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -23,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pollkit.core.naming import name_field
 from pollkit.errors import ConfigurationError, ProtocolError
 from pollkit.models import ErrorInfo, JobState, Output, Status
-from pollkit.providers.base import Provider, Request, Response, Submission
+from pollkit.providers.base import Provider, Request, Response, Submission, setting
 
 __all__ = ["MagicHour"]
 
@@ -163,8 +162,8 @@ class MagicHour(Provider):
 
     def __init__(self, *, api_key: str | None = None, base_url: str | None = None) -> None:
         super().__init__()
-        api_key = api_key if api_key is not None else os.environ.get(self.ENV_API_KEY, "")
-        base_url = base_url or os.environ.get(self.ENV_BASE_URL) or DEFAULT_BASE_URL
+        api_key = setting(api_key, self.ENV_API_KEY)
+        base_url = setting(base_url, self.ENV_BASE_URL, DEFAULT_BASE_URL)
         if not api_key or not api_key.strip():
             raise ConfigurationError(
                 f"magichour: no API key (pass api_key= or set {self.ENV_API_KEY})"

@@ -37,7 +37,7 @@ from pydantic import ValidationError
 from pollkit.core.naming import name_field
 from pollkit.errors import ConfigurationError, ProtocolError
 from pollkit.models import ErrorInfo, JobState, Status
-from pollkit.providers.base import Provider, Request, Response, Submission
+from pollkit.providers.base import Provider, Request, Response, Submission, setting
 from pollkit.providers.pixy_items import BY_STATUS, BY_TASK_STATUS, outputs_of, progress_of
 from pollkit.providers.pixy_properties import (
     ImageGenProperties,
@@ -135,10 +135,13 @@ class Pixy(Provider):
     """The Pixy media API (images, videos, subtitles).
 
     Args:
-        api_key: The key, sent as ``x-api-key`` and checked once by the SSO verify call.
-        base_url: The media host (the simulator's ``sim.urls["pixy"]`` in tests).
-        sso_url: The host of ``/api_key/verify``; None: ``https://sso.pixy.ir`` with the
-            default `base_url`, else `base_url` itself (the simulator serves both).
+        api_key: The key, sent as ``x-api-key`` and checked once by the SSO verify call;
+            default: ``$PIXY_API_KEY``.
+        base_url: The media host (the simulator's ``sim.urls["pixy"]`` in tests); default:
+            ``$PIXY_BASE_URL``, else ``https://media.pixy.ir``.
+        sso_url: The host of ``/api_key/verify``; default: ``$PIXY_SSO_URL``, else
+            ``https://sso.pixy.ir`` with the real media host, else `base_url` itself (the
+            simulator serves both).
 
     Raises:
         ConfigurationError: The key is empty or a URL is not http(s).
@@ -147,12 +150,24 @@ class Pixy(Provider):
     name = "pixy"
     batch_status_limit = MAX_LIMIT
 
+    #: The environment variables read for settings that were not passed.
+    ENV_API_KEY = "PIXY_API_KEY"
+    ENV_BASE_URL = "PIXY_BASE_URL"
+    ENV_SSO_URL = "PIXY_SSO_URL"
+
     def __init__(
-        self, *, api_key: str, base_url: str = DEFAULT_BASE_URL, sso_url: str | None = None
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        sso_url: str | None = None,
     ) -> None:
         super().__init__()
+        api_key = setting(api_key, self.ENV_API_KEY)
+        base_url = setting(base_url, self.ENV_BASE_URL, DEFAULT_BASE_URL)
+        sso_url = setting(sso_url, self.ENV_SSO_URL) or None
         if not api_key or not api_key.strip():
-            raise ConfigurationError("pixy: api_key is empty")
+            raise ConfigurationError(f"pixy: no API key (pass api_key= or set {self.ENV_API_KEY})")
         if sso_url is None:
             same = base_url.rstrip("/") == DEFAULT_BASE_URL
             sso_url = DEFAULT_SSO_URL if same else base_url

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ValidationError
 from pollkit.core.naming import name_field
 from pollkit.errors import ConfigurationError, ProtocolError
 from pollkit.models import ErrorInfo, JobState, Output, Status
-from pollkit.providers.base import FormPart, Provider, Request, Response, Submission
+from pollkit.providers.base import FormPart, Provider, Request, Response, Submission, setting
 
 __all__ = ["DEFAULT_BASE_URL", "Pixyz", "parse_metrics"]
 
@@ -145,8 +145,9 @@ class Pixyz(Provider):
     """The PiXYZ Scheduler API.
 
     Args:
-        api_key: The shared key, sent as ``x-api-key``.
-        base_url: Where the API lives (the simulator's ``sim.urls["pixyz"]`` in tests).
+        api_key: The shared key, sent as ``x-api-key``; default: ``$PIXYZ_API_KEY``.
+        base_url: Where the API lives (the simulator's ``sim.urls["pixyz"]`` in tests);
+            default: ``$PIXYZ_BASE_URL``, else ``http://127.0.0.1:8001``.
         outputs: How a finished job's outputs are downloaded: ``"files"`` (one `Output` per
             name ``GET /jobs/{uuid}/outputs`` lists) or ``"archive"`` (one zip of them all,
             which the server packs on the first request and answers 425 for until packed).
@@ -161,17 +162,23 @@ class Pixyz(Provider):
     #: ``GET /jobs`` answers for every job at once.
     batch_status_limit = 1000
 
+    #: The environment variables read for settings that were not passed.
+    ENV_API_KEY = "PIXYZ_API_KEY"
+    ENV_BASE_URL = "PIXYZ_BASE_URL"
+
     def __init__(
         self,
         *,
-        api_key: str,
-        base_url: str = DEFAULT_BASE_URL,
+        api_key: str | None = None,
+        base_url: str | None = None,
         outputs: OutputsMode = "files",
         poll_details: bool = False,
     ) -> None:
         super().__init__()
+        api_key = setting(api_key, self.ENV_API_KEY)
+        base_url = setting(base_url, self.ENV_BASE_URL, DEFAULT_BASE_URL)
         if not api_key or not api_key.strip():
-            raise ConfigurationError("pixyz: api_key is empty")
+            raise ConfigurationError(f"pixyz: no API key (pass api_key= or set {self.ENV_API_KEY})")
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigurationError(f"pixyz: base_url must be http(s), got {base_url!r}")

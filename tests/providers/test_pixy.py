@@ -92,7 +92,7 @@ def test_hosts_default_to_pixy_and_follow_a_custom_base_url() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"api_key": " "}, "api_key is empty"),
+        ({"api_key": " "}, "no API key"),
         ({"api_key": KEY, "base_url": "ftp://x"}, "base_url must be an http"),
         ({"api_key": KEY, "sso_url": "sso.pixy.ir"}, "sso_url must be an http"),
     ],

@@ -297,7 +297,7 @@ def test_pixyz_client_needs_a_pixyz_provider() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"api_key": " "}, "api_key is empty"),
+        ({"api_key": " "}, "no API key"),
         ({"api_key": "k", "base_url": "ftp://x"}, "must be http"),
         ({"api_key": "k", "outputs": "zip"}, "outputs must be"),
     ],

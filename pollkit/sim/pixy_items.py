@@ -58,6 +58,9 @@ TASK_STATUS = {
     "cancelled": "completed",
 }
 
+# The server's own tables. The provider (pollkit.providers.pixy_properties) keeps the same facts
+# apart on purpose: the simulator stands for the server, and a mistake in the client's tables
+# must show up as a 422 here, not be shared by both sides.
 _WIDE = ["4:5", "9:16", "3:2", "1:1", "21:9", "16:9", "9:21", "4:3", "3:4", "2:3", "5:4"]
 _IDEOGRAM = ["9:16", "3:2", "16:10", "1:1", "16:9", "3:1", "10:16", "4:3", "3:4", "2:3", "1:3"]
 _LUMA = ["9:16", "1:1", "21:9", "9:21", "16:9", "4:3", "3:4"]

@@ -34,6 +34,7 @@ from pollkit.errors import (
     URLExpired,
 )
 from pollkit.models import ErrorInfo, JobState, Output, Result, Status
+from pollkit.notebook import Results
 from pollkit.pixy_client import PixyClient
 from pollkit.pixyz_ops import PixyzClient
 from pollkit.policies import Cadence, DownloadPolicy, RetryPolicy
@@ -86,6 +87,7 @@ __all__ = [
     "RateLimited",
     "ReadTimeout",
     "Result",
+    "Results",
     "RetryPolicy",
     "ServerError",
     "Status",

@@ -178,6 +178,12 @@ class Result:
             raise JobCanceled(state=self.state)
         return self
 
+    def _repr_html_(self) -> str:
+        """Jupyter's rendering: a status table and the downloaded images (`pollkit.notebook`)."""
+        from pollkit.notebook import render_result
+
+        return render_result(self)
+
 
 @dataclass(frozen=True, slots=True)
 class Event:

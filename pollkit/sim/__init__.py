@@ -9,7 +9,9 @@ Tests, the demo and benchmarks run against it instead of the real services::
         ...                                 # point a client at sim.url with sim.api_key
         sim.stats()                         # what the server saw and did
 
-Dialects: Magic Hour (``/v1/...``). Control routes live under ``/_sim/``; downloads under
+Dialects: Magic Hour (``/v1/...``), Pixy (``/pixy/...``), the PiXYZ Scheduler
+(``/pixyz/...``) and flux0-style event streams (``/flux0/...``); ``sim.urls`` has each base
+URL. Control routes live under ``/_sim/``; downloads under
 ``/_sim/files/`` (signed output files), ``/_sim/blobs/<name>?size=N&seed=S`` (deterministic
 bytes of any size, see `pollkit.sim.blobs`) and ``/_sim/archives/<kind>.zip`` (hostile zips,
 see `pollkit.sim.archives`). The scenario's download switches (truncation, resets, stalls,

@@ -94,8 +94,8 @@ class Simulator:
 
     @property
     def urls(self) -> dict[str, str]:
-        """The base URL of each dialect: ``magichour``, ``pixy`` (media and SSO routes) and
-        ``pixyz``; pass them as the providers' ``base_url``."""
+        """The base URL of each dialect: ``magichour``, ``pixy`` (media and SSO routes),
+        ``pixyz`` and ``flux0``; pass them as the providers' ``base_url``."""
         return dialect_urls(self.url)
 
     async def start(self) -> None:

@@ -41,11 +41,12 @@ def _run(argv: list[str], stop: signal.Signals) -> None:
         assert first.startswith("pollkit sim: serving http://127.0.0.1:"), first
         url, key = first.split()[3], first.split()[4]
         assert key == "api_key=mhk_cli"
-        dialects = [process.stdout.readline().split() for _ in range(3)]
+        dialects = [process.stdout.readline().split() for _ in range(4)]
         assert [(d[2], d[4]) for d in dialects] == [
             ("magichour", url),
             ("pixy", f"{url}/pixy"),
             ("pixyz", f"{url}/pixyz"),
+            ("flux0", f"{url}/flux0"),
         ]
         with urllib.request.urlopen(f"{url}/_sim/stats", timeout=10) as response:
             stats = json.loads(response.read())

@@ -40,6 +40,7 @@ from pollkit.pixyz_ops import PixyzClient
 from pollkit.policies import Cadence, DownloadPolicy, RetryPolicy
 from pollkit.progress import NullProgress, ProgressSink, TqdmProgress
 from pollkit.providers import (
+    Flux0,
     ImageGenProperties,
     MagicHour,
     Pixy,
@@ -63,6 +64,7 @@ __all__ = [
     "DownloadError",
     "DownloadPolicy",
     "ErrorInfo",
+    "Flux0",
     "ImageGenProperties",
     "IncompleteDownload",
     "InvalidRequest",

@@ -192,6 +192,25 @@ class AsyncClient:
             return await self._transport.send(request, on_upload=on_upload)
         return await self._engine.first_found(request)
 
+    async def open_stream(
+        self,
+        request: Request,
+        *,
+        media_type: str = "text/event-stream",
+        retry: RetryPolicy | None = None,
+    ) -> aiohttp.ClientResponse:
+        """Send a request the provider built and return the open response, to read as a
+        stream (server-sent events); close it when done. The initial response is retried like
+        any request; the key check runs first.
+
+        Raises:
+            APIError: The server answered 4xx/5xx (after retries).
+            ProtocolError: The answer was not 200 with `media_type`.
+            TransportError: No reply could be had (after retries).
+        """
+        await self._engine.start()
+        return await self._transport.open_stream(request, media_type=media_type, retry=retry)
+
     async def download(
         self,
         output: Output,

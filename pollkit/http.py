@@ -14,7 +14,7 @@ import logging
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -32,6 +32,7 @@ from pollkit.errors import (
     NotFound,
     NotReady,
     PollkitError,
+    ProtocolError,
     RateLimited,
     ReadTimeout,
     ServerError,
@@ -41,6 +42,8 @@ from pollkit.policies import RetryPolicy
 from pollkit.providers.base import Request, Response
 
 __all__ = ["Transport", "UploadProgress", "error_for_status", "redact_url", "transport_error"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 #: Called with the number of bytes of a file part just read for sending.
 UploadProgress = Callable[[int], None]
@@ -300,23 +303,46 @@ class Transport:
             APIError: The server answered 4xx/5xx (after retries for retryable ones).
             TransportError: No reply could be had (after retries).
         """
-        policy = retry or self.retry
+        attempt = self._retrying(request, retry or self.retry, self._send_once)
+        response: Response = await attempt(request, on_upload)
+        return response
+
+    async def open_stream(
+        self,
+        request: Request,
+        *,
+        media_type: str = "text/event-stream",
+        retry: RetryPolicy | None = None,
+    ) -> aiohttp.ClientResponse:
+        """Send `request` and return the open response, to be read as a stream; the caller
+        closes it. Only the initial response is retried (transient failures, as `send`).
+
+        Raises:
+            APIError: The server answered 4xx/5xx (after retries for retryable ones).
+            ProtocolError: It answered something other than 200 with `media_type`.
+            TransportError: No reply could be had (after retries).
+        """
+        attempt = self._retrying(request, retry or self.retry, self._open_once)
+        raw: aiohttp.ClientResponse = await attempt(request, media_type)
+        return raw
+
+    def _retrying(self, request: Request, policy: RetryPolicy, func: _F) -> _F:
+        """`func` retried under `policy`, each failed attempt logged."""
 
         def giveup(exc: Exception) -> bool:
             return not is_retryable(exc, policy)
 
         def on_backoff(details: Any) -> None:
-            exc = details.get("exception")
             self.log.debug(
                 "%s %s: attempt %d failed (%s), retrying in %.3f s",
                 request.method,
                 redact_url(request.url),
                 details["tries"],
-                exc,
+                details.get("exception"),
                 details["wait"],
             )
 
-        attempt = backoff.on_exception(
+        wrapped: _F = backoff.on_exception(
             retry_delays,
             PollkitError,
             max_tries=policy.max_attempts,
@@ -326,9 +352,47 @@ class Transport:
             on_backoff=on_backoff,
             logger=None,
             policy=policy,
-        )(self._send_once)
-        response: Response = await attempt(request, on_upload)
-        return response
+        )(func)
+        return wrapped
+
+    async def _open_once(self, request: Request, media_type: str) -> aiohttp.ClientResponse:
+        started = time.perf_counter()
+        try:
+            raw = await self.session.request(
+                request.method,
+                request.url,
+                json=request.json_body,
+                params=request.params,
+                headers=dict(request.headers),
+                allow_redirects=False,
+            )
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise transport_error(
+                exc, operation=request.operation, job_id=request.job_id, url=request.url
+            ) from exc
+        content_type = raw.headers.get("Content-Type", "")
+        self.log.debug(
+            "%s %s -> %d %s (stream opened) in %.1f ms",
+            request.method,
+            redact_url(request.url),
+            raw.status,
+            content_type,
+            (time.perf_counter() - started) * 1000,
+        )
+        if raw.status == 200 and content_type.split(";")[0].strip() == media_type:
+            return raw
+        try:
+            body = await raw.read()
+        finally:
+            raw.release()
+        error = error_for_status(Response(raw.status, raw.headers, body, request), self._secrets)
+        if error is not None:
+            raise error
+        raise ProtocolError(
+            f"unexpected response (HTTP {raw.status}, {content_type or 'no content type'})",
+            operation=request.operation,
+            job_id=request.job_id,
+        )
 
     async def _send_once(self, request: Request, on_upload: UploadProgress | None) -> Response:
         started = time.perf_counter()

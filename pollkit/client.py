@@ -9,7 +9,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequenc
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -26,6 +26,9 @@ from pollkit.providers.base import Provider, Request, Response, Submission
 from pollkit.scheduler import BatchItem, Scheduler
 
 __all__ = ["AsyncClient"]
+
+# `async with` gives back the client's own class (PixyClient, PixyzClient…).
+_C = TypeVar("_C", bound="AsyncClient")
 
 
 class AsyncClient:
@@ -83,7 +86,7 @@ class AsyncClient:
         # Durations seen in batches; they teach the cadence when jobs are likely to end.
         self._durations = DurationModel()
 
-    async def __aenter__(self) -> AsyncClient:
+    async def __aenter__(self: _C) -> _C:
         try:
             await self.start()
         except BaseException:

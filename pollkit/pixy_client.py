@@ -45,10 +45,6 @@ class PixyClient(AsyncClient):
         super().__init__(provider, **kwargs)
         self.pixy = provider
 
-    async def __aenter__(self) -> PixyClient:
-        await super().__aenter__()
-        return self
-
     async def list_page(
         self,
         kind: str,

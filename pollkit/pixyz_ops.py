@@ -49,10 +49,6 @@ class PixyzClient(AsyncClient):
         super().__init__(provider, **kwargs)
         self.pixyz = provider
 
-    async def __aenter__(self) -> PixyzClient:
-        await super().__aenter__()
-        return self
-
     async def welcome(self) -> str:
         """The text of ``GET /`` (``Welcome to PiXYZ API v…!``)."""
         response = await self.send(self.pixyz.welcome_request())
@@ -76,10 +72,6 @@ class PixyzClient(AsyncClient):
         """Every job the backend knows, packaging tasks included (``GET /jobs``)."""
         response = await self.send(self.pixyz.jobs_request())
         return self.pixyz.parse_jobs(response)
-
-    async def status(self, job_id: str) -> JobState:
-        """The job's state once (``GET /jobs/{uuid}``, or ``/details`` with ``poll_details``)."""
-        return await self.get(job_id)
 
     async def details(self, job_id: str) -> JobState:
         """The job's details (``GET /jobs/{uuid}/details``): steps, times and result are in

@@ -36,7 +36,7 @@ def _now() -> datetime:
 
 
 async def _follow(
-    client: AsyncClient, tracker: RunTracker, raw: aiohttp.ClientResponse, emit: StateSink
+    tracker: RunTracker, raw: aiohttp.ClientResponse, emit: StateSink
 ) -> BaseException | None:
     """Feed the stream to `tracker` until it ends; return the error that dropped it, if any."""
     emit(tracker.state)
@@ -117,7 +117,7 @@ async def stream_run(
     tracker = RunTracker(provider, session_id, _now())
     emit = _deduplicated(on_state)
     try:
-        dropped = await asyncio.wait_for(_follow(client, tracker, raw, emit), timeout)
+        dropped = await asyncio.wait_for(_follow(tracker, raw, emit), timeout)
     except asyncio.TimeoutError:
         _log.debug("flux0 run on %s: timed out", redact_url(request.url))
         return _emit_last(tracker.aborted(_now()), emit)

@@ -184,7 +184,7 @@ async def test_every_provider_operation(sim: Simulator, model: Path, tmp_path: P
         assert "generate_thumbnails" in await client.processes()
         assert "width" in await client.process_doc("generate_thumbnails")
         job = (await client.submit(thumbs(model, name="bracket"))).job_id
-        assert (await client.status(job)).status is Status.QUEUED
+        assert (await client.get(job)).status is Status.QUEUED
         frozen.clock.advance(60)
         running = await client.details(job)
         assert (running.status, running.raw["name"]) == (Status.RENDERING, "bracket")
@@ -194,7 +194,7 @@ async def test_every_provider_operation(sim: Simulator, model: Path, tmp_path: P
         assert [j["uuid"] for j in await client.jobs()] == [job]
         assert await client.outputs(job) == []
         frozen.clock.advance(100)
-        done = await client.status(job)
+        done = await client.get(job)
         assert done.status is Status.COMPLETE
         assert [o.name for o in done.outputs][:1] == ["iso.png"]  # listed by the engine
         assert (await client.task_meta(job))["status"] == "SUCCESS"

@@ -269,7 +269,7 @@ async def test_request_shapes_on_the_wire() -> None:
             assert await pixyz.processes() == ["sleep"]
             assert (await pixyz.process_doc("sleep")).startswith("Process 'sleep'")
             assert (await pixyz.jobs())[0]["uuid"] == JOB
-            assert (await pixyz.status(JOB)).status is Status.COMPLETE
+            assert (await pixyz.get(JOB)).status is Status.COMPLETE
             assert (await pixyz.details(JOB)).raw["steps"] == []
             assert await pixyz.outputs(JOB) == ["a.png"]
             assert (await pixyz.task_meta(JOB))["status"] == "SUCCESS"

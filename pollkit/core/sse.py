@@ -49,14 +49,21 @@ class SSEDecoder:
     """Turns the bytes of one event stream, in chunks of any size, into events.
 
     Attributes:
-        last_event_id: The last event id seen (``""`` until an ``id`` field sets one); send
-            it back on reconnection (`reconnect_headers`).
+        last_event_id: The id of the last block the stream completed (``""`` until a block
+            with an ``id`` field ends; a block without one keeps the id before it); send it
+            back on reconnection (`reconnect_headers`). A block cut off by a drop never
+            counts, so resuming from this id loses nothing.
         retry: The last valid ``retry`` value in milliseconds, or None.
+
+    Args:
+        last_event_id: Where a stream resumed with `reconnect_headers` starts from.
+        retry: The reconnection delay the stream before it set.
     """
 
-    def __init__(self) -> None:
-        self.last_event_id = ""
-        self.retry: int | None = None
+    def __init__(self, last_event_id: str = "", retry: int | None = None) -> None:
+        self.last_event_id = last_event_id
+        self._id_buffer = last_event_id  # committed to last_event_id when its block ends
+        self.retry = retry
         self._buffer = bytearray()
         self._started = False  # whether the BOM check at the start of the stream is done
         self._skip_lf = False  # the previous chunk ended in CR: a leading LF belongs to it
@@ -163,12 +170,13 @@ class SSEDecoder:
             self._data.append(value)
         elif name == "id":
             if "\x00" not in value:
-                self.last_event_id = value
+                self._id_buffer = value
         elif name == "retry" and value.isascii() and value.isdigit():
             self.retry = self._block_retry = int(value)
         return None
 
     def _dispatch(self) -> ServerSentEvent | None:
+        self.last_event_id = self._id_buffer
         event = None
         if self._data:
             event = ServerSentEvent(

@@ -124,6 +124,16 @@ def test_decoder_keeps_last_id_and_retry() -> None:
     assert (decoder.last_event_id, decoder.retry) == ("3", 250)
 
 
+def test_an_id_counts_only_once_its_block_ends() -> None:
+    decoder = SSEDecoder()
+    decoder.feed(b"id: 1\ndata: a\n\nid: 2\ndata: b")  # the stream drops inside block 2
+    assert decoder.last_event_id == "1"
+    resumed = SSEDecoder(decoder.last_event_id, decoder.retry)
+    assert resumed.feed(b"data: c\n\n") == [ServerSentEvent(data="c", id="1")]
+    assert resumed.feed(b"id: 3\n\n") == []  # an id alone moves the resume point
+    assert resumed.last_event_id == "3"
+
+
 def test_reconnect_headers() -> None:
     assert reconnect_headers() == {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
     assert reconnect_headers("Rn4")["Last-Event-ID"] == "Rn4"

@@ -50,7 +50,9 @@ from pollkit.providers import (
     SubtitleGenProperties,
     VideoGenProperties,
 )
+from pollkit.status_stream import StatusStream
 from pollkit.sync import Client
+from pollkit.webhooks import WebhookReceiver
 
 __all__ = [
     "APIError",
@@ -93,6 +95,7 @@ __all__ = [
     "RetryPolicy",
     "ServerError",
     "Status",
+    "StatusStream",
     "StorageError",
     "Submission",
     "SubtitleGenProperties",
@@ -102,5 +105,6 @@ __all__ = [
     "UnsafePath",
     "UnsupportedOperation",
     "VideoGenProperties",
+    "WebhookReceiver",
     "__version__",
 ]

@@ -20,6 +20,7 @@ from pollkit.errors import ConfigurationError, URLExpired
 from pollkit.http import Transport, UploadProgress
 from pollkit.journal import Journal, default_journal_path
 from pollkit.models import Event, JobState, Output, Result, Status
+from pollkit.notifications import Notifications, PushSource
 from pollkit.policies import Cadence, DownloadPolicy, RetryPolicy
 from pollkit.progress import NullProgress, ProgressSink, TqdmProgress
 from pollkit.providers.base import Provider, Request, Response, Submission
@@ -49,6 +50,9 @@ class AsyncClient:
         logger: Where each request and response line is logged at DEBUG (default
             ``pollkit.http``); ``POLLKIT_DEBUG=1`` in the environment logs them to stderr.
             Keys, tokens and signed URLs' query strings never appear in them.
+        push: A source of server push (`StatusStream`, `WebhookReceiver`), started with the
+            client and closed with it: waits then end on a notification instead of a poll,
+            and fall back to polling when it drops (see `Cadence.push_window`).
 
     Raises:
         ConfigurationError: An argument is invalid.
@@ -66,6 +70,7 @@ class AsyncClient:
         download: DownloadPolicy | None = None,
         seed: int | None = None,
         logger: logging.Logger | None = None,
+        push: PushSource | None = None,
     ) -> None:
         if not isinstance(provider, Provider):
             raise ConfigurationError(f"provider must be a pollkit Provider, got {provider!r}")
@@ -85,6 +90,10 @@ class AsyncClient:
         self._rng = random.Random(seed)
         # Durations seen in batches; they teach the cadence when jobs are likely to end.
         self._durations = DurationModel()
+        if push is not None and not isinstance(push, PushSource):
+            raise ConfigurationError(f"push must be a StatusStream or a WebhookReceiver: {push!r}")
+        self.push = push
+        self._push_started = False
 
     async def __aenter__(self: _C) -> _C:
         try:
@@ -111,10 +120,25 @@ class AsyncClient:
             AuthenticationError: The API key was refused.
         """
         await self._engine.start()
+        await self._start_push()
+
+    async def _start_push(self) -> Notifications | None:
+        """The push source's hub, started on first use."""
+        if self.push is None:
+            return None
+        if not self._push_started:
+            self._push_started = True
+            await self.push.start(self._transport)
+        return self.push.notifications
 
     async def aclose(self) -> None:
-        """Close the HTTP session pollkit created (a session passed in stays open)."""
-        await self._transport.aclose()
+        """Close the push source and the HTTP session pollkit created (a session passed in
+        stays open)."""
+        try:
+            if self.push is not None and self._push_started:
+                await self.push.aclose()
+        finally:
+            await self._transport.aclose()
 
     def _cadence(self, timeout: float | None, cadence: Cadence | None) -> Cadence:
         chosen = cadence or self.cadence
@@ -175,7 +199,11 @@ class AsyncClient:
             PollTimeout: Not terminal by the deadline (carries the last state).
         """
         watch = await self._engine.wait(
-            job_id, kind, cadence=self._cadence(timeout, cadence), on_state=on_state
+            job_id,
+            kind,
+            cadence=self._cadence(timeout, cadence),
+            on_state=on_state,
+            push=await self._start_push(),
         )
         return watch.state
 
@@ -302,6 +330,7 @@ class AsyncClient:
                     kind,
                     cadence=chosen,
                     on_state=lambda s: sink.job_status(job_id, s.status),
+                    push=await self._start_push(),
                 )
                 state, polls = watch.state, watch.polls
             else:

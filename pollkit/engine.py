@@ -7,6 +7,8 @@ thousands of jobs) will grow here, behind the same methods.
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -16,15 +18,18 @@ from typing import Any
 
 from pollkit.core.cadence import PollHints, next_poll_delay
 from pollkit.core.retry import parse_retry_after
-from pollkit.errors import APIError, AuthenticationError, NotFound, PollTimeout
+from pollkit.errors import APIError, AuthenticationError, NotFound, PollkitError, PollTimeout
 from pollkit.http import Transport, UploadProgress
 from pollkit.models import JobState, Status
+from pollkit.notifications import Notifications, Subscription
 from pollkit.policies import Cadence, RetryPolicy
 from pollkit.providers.base import Provider, Request, Response, Submission
 
 __all__ = ["Engine", "Watch"]
 
 StateCallback = Callable[[JobState], None]
+
+_log = logging.getLogger("pollkit.engine")
 
 
 def _utcnow() -> datetime:
@@ -33,10 +38,12 @@ def _utcnow() -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class Watch:
-    """The end of a wait: the last state and how many polls it took."""
+    """The end of a wait: the last state, how many polls it took and how many notifications
+    stood in for polls."""
 
     state: JobState
     polls: int
+    notified: int = 0
 
 
 class Engine:
@@ -176,25 +183,41 @@ class Engine:
         *,
         cadence: Cadence,
         on_state: StateCallback | None = None,
+        push: Notifications | None = None,
     ) -> Watch:
         """Poll until the job is terminal.
+
+        With `push`, notifications about the job replace polls: while the push source is
+        live the job is polled only after `Cadence.push_window` seconds without one, and at
+        once when the source drops, then on the cadence until it is live again.
 
         Raises:
             PollTimeout: The cadence's deadline passed first (carries the last state).
             APIError, TransportError: A poll failed after its retries.
         """
+        if push is None:
+            return await self._wait(job_id, kind, cadence, on_state, None, None)
+        with push.subscribe(job_id) as subscription:
+            return await self._wait(job_id, kind, cadence, on_state, push, subscription)
+
+    async def _wait(
+        self,
+        job_id: str,
+        kind: str | None,
+        cadence: Cadence,
+        on_state: StateCallback | None,
+        push: Notifications | None,
+        subscription: Subscription | None,
+    ) -> Watch:
         started = self._clock()
         state, hints = await self.observe(job_id, kind)
-        polls = 1
+        polls, notified = 1, 0
         if on_state:
             on_state(state)
         while not state.is_terminal:
+            elapsed = self._clock() - started
             delay = next_poll_delay(
-                cadence,
-                polls=polls,
-                elapsed=self._clock() - started,
-                hints=hints,
-                rand=self._rng.random(),
+                cadence, polls=polls, elapsed=elapsed, hints=hints, rand=self._rng.random()
             )
             if delay is None:
                 assert cadence.timeout is not None  # only a deadline stops the cadence
@@ -204,12 +227,37 @@ class Engine:
                     state=state,
                     hint=self.provider.timeout_hint(state),
                 )
-            await asyncio.sleep(delay)
-            state, hints = await self.observe(job_id, state.kind or kind, previous=state)
-            polls += 1
+            pushed: JobState | None = None
+            if subscription is None:
+                await asyncio.sleep(delay)
+            else:
+                if push is not None and push.live:
+                    remaining = math.inf if cadence.timeout is None else cadence.timeout - elapsed
+                    delay = min(max(delay, cadence.push_window), max(remaining, 0.0))
+                pushed = await self._next_pushed(subscription, delay, state)
+            if pushed is not None:
+                state = pushed
+                notified += 1
+            else:
+                state, hints = await self.observe(job_id, state.kind or kind, previous=state)
+                polls += 1
             if on_state:
                 on_state(state)
-        return Watch(state=state, polls=polls)
+        return Watch(state=state, polls=polls, notified=notified)
+
+    async def _next_pushed(
+        self, subscription: Subscription, timeout: float, previous: JobState
+    ) -> JobState | None:
+        """The state in the next notification within `timeout` (None: poll instead)."""
+        notification = await subscription.next(timeout)
+        if notification is None:
+            return None
+        try:
+            state = self.provider.notification_state(notification, _utcnow(), previous)
+            return await self._with_outputs(state, None)
+        except PollkitError as exc:
+            _log.warning("job %s: notification not understood, polling: %s", previous.job_id, exc)
+            return None
 
     async def delete(self, job_id: str, kind: str | None = None) -> None:
         """Delete a job."""

@@ -39,6 +39,9 @@ class Cadence(_Policy):
         multiplier: Growth factor per poll (1 means a fixed interval).
         jitter: Fraction of random spread, 0 ≤ jitter < 1.
         timeout: Deadline of a wait in seconds from its start; None waits forever.
+        push_window: While a push source (`AsyncClient(push=...)`) is live, a job is polled
+            only after this many seconds without a notification about it (its next poll on
+            the cadence above, if later); the first poll still comes at once.
     """
 
     initial: float = Field(default=1.0, gt=0)
@@ -46,8 +49,11 @@ class Cadence(_Policy):
     multiplier: float = Field(default=1.5, ge=1)
     jitter: float = Field(default=0.1, ge=0, lt=1)
     timeout: float | None = Field(default=3 * 3600.0, gt=0)
+    push_window: float = Field(default=60.0, gt=0)
 
-    _to_seconds = field_validator("initial", "maximum", "timeout", mode="before")(_seconds)
+    _to_seconds = field_validator("initial", "maximum", "timeout", "push_window", mode="before")(
+        _seconds
+    )
 
     @model_validator(mode="after")
     def _maximum_not_below_initial(self) -> Cadence:

@@ -19,7 +19,15 @@ from typing import Any
 from pollkit.errors import ProtocolError, UnsupportedOperation
 from pollkit.models import JobState
 
-__all__ = ["FormPart", "Provider", "Request", "Response", "Submission", "setting"]
+__all__ = [
+    "FormPart",
+    "Notification",
+    "Provider",
+    "Request",
+    "Response",
+    "Submission",
+    "setting",
+]
 
 _log = logging.getLogger("pollkit.providers")
 
@@ -121,6 +129,22 @@ class Submission:
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """What a server pushed about one job (a webhook, an event of a status stream).
+
+    Attributes:
+        job_id: The job it is about.
+        kind: The provider's job kind, when the notification says (``"image"``…).
+        body: The job as a status reply would show it; `Provider.notification_state` parses
+            it with `Provider.parse_state`, so a notification and a poll read the same.
+    """
+
+    job_id: str
+    kind: str | None
+    body: Mapping[str, Any] = field(repr=False)
+
+
 class Provider(ABC):
     """One API. Subclasses describe requests and parse replies; they never do I/O.
 
@@ -188,6 +212,29 @@ class Provider(ABC):
             ProtocolError: The reply does not have the API's shape.
         """
         raise UnsupportedOperation(f"{self.name} has no list endpoint")
+
+    def parse_notification(self, payload: Any) -> Notification | None:
+        """The job a webhook's decoded JSON body is about, and its state (None: the payload is
+        not about a job's state, e.g. an event kind pollkit does not follow).
+
+        Raises:
+            UnsupportedOperation: The API sends no webhooks.
+            ProtocolError: The payload does not have the API's webhook shape.
+        """
+        raise UnsupportedOperation(f"{self.name} sends no webhooks")
+
+    def notification_state(
+        self, notification: Notification, observed_at: datetime, previous: JobState | None
+    ) -> JobState:
+        """The job state a notification carries, read as a status reply would be.
+
+        Raises:
+            ProtocolError: The body does not have the API's shape.
+        """
+        request = self.status_requests(notification.job_id, notification.kind)[0]
+        body = json.dumps(notification.body).encode()
+        response = Response(200, {"Content-Type": "application/json"}, body, request)
+        return self.parse_state(response, observed_at, previous)
 
     def startup_request(self) -> Request | None:
         """A request to send once before any other, e.g. to verify the API key (None: none).

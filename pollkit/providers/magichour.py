@@ -22,7 +22,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pollkit.core.naming import name_field
 from pollkit.errors import ConfigurationError, ProtocolError
 from pollkit.models import ErrorInfo, JobState, Output, Status
-from pollkit.providers.base import Provider, Request, Response, Submission, setting
+from pollkit.providers.base import (
+    Notification,
+    Provider,
+    Request,
+    Response,
+    Submission,
+    setting,
+)
 
 __all__ = ["MagicHour"]
 
@@ -300,6 +307,28 @@ class MagicHour(Provider):
             kind=kind,
             raw=payload,
         )
+
+    def parse_notification(self, payload: Any) -> Notification | None:
+        """An account webhook, ``{"type": "<kind>.<event>", "payload": <project>}``.
+
+        Events (``started``, ``completed``, ``errored``) carry the project as a GET shows it;
+        an unknown kind is not followed (None). Magic Hour sends no webhook for ``canceled``:
+        only a poll sees a cancellation.
+
+        Raises:
+            ProtocolError: The payload is not a webhook of that shape.
+        """
+        event = payload.get("type") if isinstance(payload, Mapping) else None
+        project = payload.get("payload") if isinstance(payload, Mapping) else None
+        if not isinstance(event, str) or not isinstance(project, Mapping):
+            raise ProtocolError("webhook is not {type, payload}", operation="webhook")
+        kind = event.partition(".")[0]
+        if kind not in _KINDS:
+            return None
+        job_id = project.get("id")
+        if not isinstance(job_id, str) or not job_id:
+            raise ProtocolError(f"{event} webhook names no project id", operation="webhook")
+        return Notification(job_id, kind, project)
 
 
 def _basename(url: str) -> str | None:

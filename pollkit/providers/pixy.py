@@ -37,7 +37,14 @@ from pydantic import ValidationError
 from pollkit.core.naming import name_field
 from pollkit.errors import ConfigurationError, ProtocolError
 from pollkit.models import ErrorInfo, JobState, Status
-from pollkit.providers.base import Provider, Request, Response, Submission, setting
+from pollkit.providers.base import (
+    Notification,
+    Provider,
+    Request,
+    Response,
+    Submission,
+    setting,
+)
 from pollkit.providers.pixy_items import BY_STATUS, BY_TASK_STATUS, outputs_of, progress_of
 from pollkit.providers.pixy_properties import (
     ImageGenProperties,
@@ -76,6 +83,8 @@ _MODELS: dict[str, type[PixyProperties]] = {
 }
 #: The most items one list request may ask for.
 MAX_LIMIT = 100
+# A webhook's `task_type` (the server's model class) → the job type.
+_KIND_OF_TASK_TYPE = {"Imagination": "image", "Video": "video", "Subtitle": "subtitle"}
 
 
 class _KeyBody(dict[str, str]):
@@ -462,6 +471,22 @@ class Pixy(Provider):
             kind=kind,
             raw=item,
         )
+
+    def parse_notification(self, payload: Any) -> Notification | None:
+        """A webhook: the whole item plus ``task_type``, the server's model class name
+        (``Imagination``, ``Video``, ``Subtitle``), sent on every save (APIS.md 2.13).
+
+        Raises:
+            ProtocolError: The payload is not an item with a uid.
+        """
+        uid = payload.get("uid") if isinstance(payload, Mapping) else None
+        if not isinstance(uid, str) or not uid:
+            raise ProtocolError("webhook is not an item with a uid", operation="webhook")
+        kind = _KIND_OF_TASK_TYPE.get(str(payload.get("task_type")))
+        if kind is None:
+            return None
+        item = {k: v for k, v in payload.items() if k != "task_type"}
+        return Notification(uid, kind, item)
 
     def name_fields(self, state: JobState) -> dict[str, str]:
         """``{engine}`` (the job's engine) and ``{type}`` (image, video or subtitle)."""

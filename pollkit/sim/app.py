@@ -13,7 +13,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pollkit.sim import downloads, flux0, magichour, pixy, pixyz
+from pollkit.sim import downloads, events, flux0, magichour, pixy, pixyz
 from pollkit.sim.downloads import DOWNLOAD_PREFIXES
 from pollkit.sim.faults import BODY_FAULTS, FAULTS, FaultInjector, format_retry_after, reason
 from pollkit.sim.state import STATE, SimState
@@ -178,6 +178,7 @@ def build_app(state: SimState, faults: FaultInjector) -> web.Application:
     pixyz.add_routes(app)
     flux0.add_routes(app)
     downloads.add_routes(app)
+    events.add_routes(app)
     app.router.add_get("/_sim/stats", _stats)
     app.router.add_post("/_sim/plan", _plan)
     app.router.add_post("/_sim/inject", _inject)

@@ -134,11 +134,15 @@ def _video_dimensions(body: dict[str, Any]) -> tuple[int, int]:
 
 
 def _project(request: web.Request, state: SimState, job: Job) -> dict[str, Any]:
+    return project_body(f"{request.scheme}://{request.host}", state, job)
+
+
+def project_body(origin: str, state: SimState, job: Job) -> dict[str, Any]:
+    """The project as a GET shows it now, download URLs signed for `origin`."""
     now = state.clock.now()
     status = job.status(now)
     downloads: list[dict[str, str]] = []
     if status == "complete" and not job.deleted:
-        origin = f"{request.scheme}://{request.host}"
         for output in job.outputs:
             url, expires = state.signed_url(origin, job, output)
             downloads.append({"url": url, "expires_at": iso_millis(expires)})

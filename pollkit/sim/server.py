@@ -13,6 +13,7 @@ from aiohttp import web
 
 from pollkit.sim.app import InjectRequest, PlanRequest, build_app, dialect_urls
 from pollkit.sim.clock import SimClock
+from pollkit.sim.events import EVENTS, EventHub, stream_path
 from pollkit.sim.faults import FaultInjector
 from pollkit.sim.scenario import SCENARIOS, Scenario
 from pollkit.sim.state import SimState
@@ -75,6 +76,7 @@ class Simulator:
         self._faults = FaultInjector(self.scenario)
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
+        self._events: EventHub | None = None
 
     @property
     def url(self) -> str:
@@ -98,6 +100,29 @@ class Simulator:
         ``pixyz`` and ``flux0``; pass them as the providers' ``base_url``."""
         return dialect_urls(self.url)
 
+    def event_stream_url(self, dialect: str) -> str:
+        """The URL of a dialect's status stream (``magichour``, ``pixy`` or ``pixyz``), for
+        `pollkit.StatusStream` with ``Authorization: Bearer <api_key>``.
+
+        Raises:
+            ValueError: The dialect has no stream.
+        """
+        return self.url + stream_path(dialect)
+
+    def drop_event_streams(self, *, refuse: bool = False) -> None:
+        """End every open status stream; with `refuse`, answer new ones 503 until
+        `accept_event_streams` (a push source going away, for tests)."""
+        self._hub().drop(refuse=refuse)
+
+    def accept_event_streams(self) -> None:
+        """Serve status streams again after a refusing drop."""
+        self._hub().accept()
+
+    def _hub(self) -> EventHub:
+        if self._events is None:
+            raise RuntimeError("the simulator is not running; use `async with Simulator(...)`")
+        return self._events
+
     async def start(self) -> None:
         """Start listening. `__aenter__` calls this.
 
@@ -108,6 +133,7 @@ class Simulator:
         if self._runner is not None:
             raise RuntimeError("the simulator is already running")
         app = build_app(self._state, self._faults)
+        self._events = app[EVENTS]
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT)
         await runner.setup()
         try:
@@ -283,6 +309,10 @@ class ThreadedSimulator:
     def urls(self) -> dict[str, str]:
         """The base URL of each dialect (see `Simulator.urls`)."""
         return self._sim.urls
+
+    def event_stream_url(self, dialect: str) -> str:
+        """The URL of a dialect's status stream (see `Simulator.event_stream_url`)."""
+        return self._sim.event_stream_url(dialect)
 
     @property
     def api_key(self) -> str:

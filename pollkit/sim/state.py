@@ -15,7 +15,7 @@ import random
 import threading
 import uuid
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -178,6 +178,9 @@ class SimState:
         self.blob_bytes_served = 0
         self.archive_bytes_served = 0
         self.download_faults: Counter[str] = Counter(dict.fromkeys(BODY_FAULTS, 0))
+        # Told of every job created, canceled or deleted (the event streams follow them).
+        self.job_listeners: list[Callable[[Job], None]] = []
+        self.push_counts: Counter[str] = Counter(events=0, webhooks=0, webhook_failures=0)
         self._generation = 0
 
     # -- jobs ---------------------------------------------------------------------------
@@ -290,7 +293,12 @@ class SimState:
                 details=details,
             )
             self.jobs[job_id] = job
-            return job
+        self._changed(job)
+        return job
+
+    def _changed(self, job: Job) -> None:
+        for listener in self.job_listeners:
+            listener(job)
 
     def _file_name(self, job_id: str, index: int, extension: str) -> str:
         stem = "output" if self.scenario.basename == "per_project" else job_id
@@ -311,7 +319,9 @@ class SimState:
             if job.status(now) not in TERMINAL:
                 job.canceled_at = now
                 job.outcome = "canceled"  # stats report how the job really ended
-            return job.status(now)
+            status = job.status(now)
+        self._changed(job)
+        return status
 
     def delete(self, job: Job) -> None:
         """Mark a job deleted; one that has not finished stops (it reads as `canceled`)."""
@@ -321,6 +331,7 @@ class SimState:
                 job.canceled_at = now
                 job.outcome = "canceled"
             job.deleted = True
+        self._changed(job)
 
     # -- files --------------------------------------------------------------------------
 
@@ -416,6 +427,7 @@ class SimState:
                 "archive_bytes_served": self.archive_bytes_served,
                 "download_faults": dict(self.download_faults),
             }
+            push = dict(self.push_counts)
         rows = []
         for job in jobs:
             status = job.status(now)
@@ -463,6 +475,7 @@ class SimState:
             "time_scale": self.scenario.time_scale,
             "jobs": rows,
             "requests": requests,
+            "push": push,
             "archives": archives,
         }
 

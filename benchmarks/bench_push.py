@@ -1,0 +1,165 @@
+"""Push vs polling: how soon a finished job is noticed, and at how many requests.
+
+    .venv/bin/python -m benchmarks.bench_push [--jobs 40] [--seed 1] [--write-readme]
+
+The same Magic Hour image jobs (the simulator's default scenario, real time: queued 1–3 s,
+rendering 5–20 s), waited for concurrently by `AsyncClient.wait` three ways, each against a
+fresh simulator in a process of its own with the same seed (so the same jobs):
+
+- polling: pollkit's default cadence (1 s growing ×1.5 to 30 s, ±10 % jitter);
+- stream: `StatusStream` on the simulator's status stream (``/_sim/events/magichour``);
+- webhook: `WebhookReceiver`, registered as the simulator's Magic Hour account webhook.
+
+Measured: status requests per job (the simulator's count of GETs of each job: the first
+poll included, the submit not), and detection lag, from the server-side completion to `wait`
+returning, in real milliseconds. Target for push: p50 lag ≤ 50 ms at ≤ 1.1 requests per job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pollkit
+from benchmarks.simprocess import SimProcess
+
+SPEC: dict[str, Any] = {"tool": "ai-image-generator", "image_count": 1, "style": {"prompt": "b"}}
+README = Path(__file__).with_name("README.md")
+SECTION = "## Push vs polling"
+
+
+@dataclass
+class Run:
+    way: str
+    requests_per_job: float
+    lags_ms: list[float]
+    notified: int
+    wall: float
+
+    def lag(self, q: float) -> float:
+        ordered = sorted(self.lags_ms)
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _register_webhook(sim: SimProcess, url: str) -> None:
+    request = urllib.request.Request(
+        f"{sim.url}/_sim/webhooks/magichour",
+        data=json.dumps({"url": url}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+
+
+async def _measure(way: str, sim: SimProcess, jobs: int) -> Run:
+    provider = pollkit.MagicHour(api_key=sim.api_key, base_url=sim.url)
+    push: pollkit.StatusStream | pollkit.WebhookReceiver | None = None
+    if way == "stream":
+        headers = {"Authorization": f"Bearer {sim.api_key}"}
+        push = pollkit.StatusStream(f"{sim.url}/_sim/events/magichour", headers=headers)
+    elif way == "webhook":
+        push = pollkit.WebhookReceiver(provider)
+    returned: dict[str, float] = {}
+    notified = 0
+    async with pollkit.AsyncClient(provider, push=push, seed=1) as client:
+        if isinstance(push, pollkit.WebhookReceiver):
+            _register_webhook(sim, push.url)
+        ids = [(await client.submit(SPEC)).job_id for _ in range(jobs)]
+        started = time.perf_counter()
+
+        async def one(job_id: str) -> None:
+            state = await client.wait(job_id, kind="image")
+            returned[job_id] = sim.now()
+            assert state.status is pollkit.Status.COMPLETE, state
+
+        await asyncio.gather(*(one(i) for i in ids))
+        wall = time.perf_counter() - started
+        if push is not None:
+            notified = push.notifications.received
+    stats = {j["id"]: j for j in sim.stats()["jobs"]}
+    lags = [(returned[i] - stats[i]["finished_at"]) / sim.time_scale * 1000 for i in ids]
+    requests = sum(stats[i]["status_requests"] for i in ids) / jobs
+    return Run(way, requests, lags, notified, wall)
+
+
+def _table(runs: list[Run]) -> list[str]:
+    lines = [
+        "| way | requests/job | lag p50 (ms) | lag p95 (ms) | lag max (ms) | notifications |"
+        " target |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        target = ""
+        if r.way != "polling":
+            met = r.lag(0.5) <= 50 and r.requests_per_job <= 1.1
+            target = f"{'met' if met else '**missed**'} (p50 ≤ 50 ms at ≤ 1.1 req/job)"
+        lines.append(
+            f"| {r.way} | {r.requests_per_job:.2f} | {r.lag(0.5):.1f} | {r.lag(0.95):.1f} | "
+            f"{max(r.lags_ms):.1f} | {r.notified} | {target} |"
+        )
+    return lines
+
+
+def _write_readme(command: str, header: str, table: list[str], notes: list[str]) -> None:
+    text = README.read_text()
+    section = "\n".join([SECTION, "", "```sh", command, "```", "", header, "", *table, "", *notes])
+    start = text.find(SECTION)
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    else:
+        end = text.find("\n## ", start + len(SECTION))
+        text = text[:start] + section + ("\n" + text[end:] if end >= 0 else "\n")
+    README.write_text(text)
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--write-readme", action="store_true")
+    args = parser.parse_args()
+    runs: list[Run] = []
+    for way in ("polling", "stream", "webhook"):
+        with SimProcess(seed=args.seed) as sim:  # the same jobs for every way
+            runs.append(asyncio.run(_measure(way, sim, args.jobs)))
+    header = (
+        f"{args.jobs} image jobs, default scenario in real time (queued 1–3 s, rendering "
+        f"5–20 s), seed {args.seed}; {time.strftime('%Y-%m-%d')}, {platform.python_version()}, "
+        f"pollkit {pollkit.__version__} ({_commit()}):"
+    )
+    table = _table(runs)
+    polling, *pushed = runs
+    notes = [
+        f"- {p.way}: {p.requests_per_job / polling.requests_per_job:.2f}× the requests of "
+        f"polling, lag p50 {p.lag(0.5) / polling.lag(0.5):.3f}× polling's."
+        for p in pushed
+    ]
+    print(header, *table, *notes, sep="\n")
+    if args.write_readme:
+        command = ".venv/bin/python -m benchmarks.bench_push" + (
+            f" --jobs {args.jobs} --seed {args.seed} --write-readme"
+        )
+        _write_readme(command, header, table, notes)
+
+
+if __name__ == "__main__":
+    main()

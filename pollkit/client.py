@@ -86,7 +86,9 @@ class AsyncClient:
             logger=logger,
         )
         self._engine = Engine(provider, self._transport, rng=random.Random(seed))
-        self._downloader = Downloader(self._transport, download, auth=provider.download_headers)
+        # Engines of the same provider on other servers (the calls' `base_url`), by URL.
+        self._elsewhere: dict[str, Engine] = {}
+        self._downloader = Downloader(self._transport, download, auth=self._download_headers)
         self._rng = random.Random(seed)
         # Durations seen in batches; they teach the cadence when jobs are likely to end.
         self._durations = DurationModel()
@@ -140,6 +142,24 @@ class AsyncClient:
         finally:
             await self._transport.aclose()
 
+    def _on(self, base_url: str | None) -> Engine:
+        """The engine for the client's server, or for another one given to a call."""
+        if base_url is None or base_url.rstrip("/") == self.provider.base_url:
+            return self._engine
+        key = base_url.rstrip("/")
+        if key not in self._elsewhere:
+            provider = self.provider.with_base_url(key)
+            self._elsewhere[key] = Engine(provider, self._transport, rng=self._rng)
+        return self._elsewhere[key]
+
+    def _download_headers(self, url: str) -> Mapping[str, str]:
+        # Each provider gives its credentials only to URLs on its own server.
+        for engine in (self._engine, *self._elsewhere.values()):
+            headers = engine.provider.download_headers(url)
+            if headers:
+                return headers
+        return {}
+
     def _cadence(self, timeout: float | None, cadence: Cadence | None) -> Cadence:
         chosen = cadence or self.cadence
         if timeout is not None:
@@ -149,7 +169,11 @@ class AsyncClient:
         return chosen
 
     async def submit(
-        self, spec: Mapping[str, Any], *, on_upload: UploadProgress | None = None
+        self,
+        spec: Mapping[str, Any],
+        *,
+        on_upload: UploadProgress | None = None,
+        base_url: str | None = None,
     ) -> Submission:
         """Create a job.
 
@@ -157,6 +181,7 @@ class AsyncClient:
             spec: The job, in the provider's terms.
             on_upload: Told how many bytes of the spec's files were sent (from a worker
                 thread), for an upload progress bar.
+            base_url: Another server of the same API for this call (same key and settings).
 
         Returns:
             The new job's id and kind.
@@ -165,16 +190,18 @@ class AsyncClient:
             ConfigurationError: The spec is invalid (nothing was sent).
             APIError: The server refused it.
         """
-        return await self._engine.submit(spec, on_upload=on_upload)
+        return await self._on(base_url).submit(spec, on_upload=on_upload)
 
-    async def get(self, job_id: str, *, kind: str | None = None) -> JobState:
-        """Read a job's state once.
+    async def get(
+        self, job_id: str, *, kind: str | None = None, base_url: str | None = None
+    ) -> JobState:
+        """Read a job's state once (`base_url`: from another server of the same API).
 
         Raises:
             NotFound: No such job.
             APIError, TransportError: The request failed (after retries for transient errors).
         """
-        state, _ = await self._engine.observe(job_id, kind)
+        state, _ = await self._on(base_url).observe(job_id, kind)
         return state
 
     async def wait(
@@ -185,6 +212,7 @@ class AsyncClient:
         timeout: float | None = None,
         cadence: Cadence | None = None,
         on_state: Callable[[JobState], None] | None = None,
+        base_url: str | None = None,
     ) -> JobState:
         """Poll until the job is terminal and return its final state.
 
@@ -194,11 +222,12 @@ class AsyncClient:
             timeout: Deadline in seconds; overrides the cadence's.
             cadence: Polling policy for this call.
             on_state: Called with every state observed (a progress display, say).
+            base_url: Another server of the same API for this call (same key and settings).
 
         Raises:
             PollTimeout: Not terminal by the deadline (carries the last state).
         """
-        watch = await self._engine.wait(
+        watch = await self._on(base_url).wait(
             job_id,
             kind,
             cadence=self._cadence(timeout, cadence),
@@ -274,17 +303,22 @@ class AsyncClient:
             if progress is True:
                 sink.close()
 
-    async def cancel(self, job_id: str, *, kind: str | None = None) -> None:
-        """Cancel a job.
+    async def cancel(
+        self, job_id: str, *, kind: str | None = None, base_url: str | None = None
+    ) -> None:
+        """Cancel a job (`base_url`: on another server of the same API).
 
         Raises:
             UnsupportedOperation: The API cannot cancel jobs (Magic Hour cannot).
         """
-        await self._engine.cancel(job_id, kind)
+        await self._on(base_url).cancel(job_id, kind)
 
-    async def delete(self, job_id: str, *, kind: str | None = None) -> None:
-        """Delete a job and its outputs on the server."""
-        await self._engine.delete(job_id, kind)
+    async def delete(
+        self, job_id: str, *, kind: str | None = None, base_url: str | None = None
+    ) -> None:
+        """Delete a job and its outputs on the server (`base_url`: another server of the same
+        API)."""
+        await self._on(base_url).delete(job_id, kind)
 
     async def check_result(
         self,
@@ -298,6 +332,7 @@ class AsyncClient:
         cadence: Cadence | None = None,
         progress: bool | ProgressSink = False,
         submitted_at: datetime | None = None,
+        base_url: str | None = None,
     ) -> Result:
         """Read a job, optionally wait for it to finish and download its outputs.
 
@@ -315,6 +350,7 @@ class AsyncClient:
             cadence: Polling policy for this call.
             progress: True for tqdm bars, or a `ProgressSink` of your own.
             submitted_at: When the job was submitted, to report on the `Result`.
+            base_url: Another server of the same API for this call (same key and settings).
 
         Raises:
             PollTimeout: Not terminal by the deadline.
@@ -322,10 +358,11 @@ class AsyncClient:
             DownloadError: An output could not be saved.
         """
         chosen = self._cadence(timeout, cadence)
+        engine = self._on(base_url)
         sink = _sink(progress, jobs=False)
         try:
             if wait_for_completion:
-                watch = await self._engine.wait(
+                watch = await engine.wait(
                     job_id,
                     kind,
                     cadence=chosen,
@@ -334,7 +371,7 @@ class AsyncClient:
                 )
                 state, polls = watch.state, watch.polls
             else:
-                state, polls = await self.get(job_id, kind=kind), 1
+                state, polls = await self.get(job_id, kind=kind, base_url=base_url), 1
             finished = state.observed_at if state.is_terminal else None
             paths: tuple[Path, ...] = ()
             extracted: tuple[Path, ...] = ()
@@ -343,9 +380,9 @@ class AsyncClient:
                 saved = await self._downloader.fetch_all(
                     state,
                     download_directory if download_directory is not None else os.curdir,
-                    refresh=self._refresher(job_id, state.kind),
+                    refresh=self._refresher(job_id, state.kind, engine),
                     progress=sink,
-                    fields=self.provider.name_fields(state),
+                    fields=engine.provider.name_fields(state),
                 )
                 paths = tuple(f.path for f in saved)
                 digests = tuple(f.sha256 for f in saved)
@@ -364,11 +401,11 @@ class AsyncClient:
             noticed_at=finished,
         )
 
-    def _refresher(self, job_id: str, kind: str | None) -> Refresh:
+    def _refresher(self, job_id: str, kind: str | None, engine: Engine | None = None) -> Refresh:
         """Re-read the job for a fresh URL of an output whose URL expired."""
 
         async def refresh(stale: Output) -> Output:
-            state, _ = await self._engine.observe(job_id, kind)
+            state, _ = await (engine or self._engine).observe(job_id, kind)
             for output in state.outputs:
                 if output.index == stale.index and output.url:
                     return output
@@ -492,8 +529,9 @@ class AsyncClient:
         download_directory: str | os.PathLike[str] | None = None,
         **kwargs: Any,
     ) -> Result:
-        """Submit a job, wait for it and download its outputs: `submit` then `check_result`."""
-        submission = await self.submit(spec)
+        """Submit a job, wait for it and download its outputs: `submit` then `check_result`
+        (a `base_url` among the keyword arguments applies to both)."""
+        submission = await self.submit(spec, base_url=kwargs.get("base_url"))
         return await self.check_result(
             submission.job_id,
             download_directory=download_directory,

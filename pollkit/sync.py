@@ -111,13 +111,13 @@ class Client:
             raise ConfigurationError("this Client is closed")
         return self._runner.run(coro)
 
-    def submit(self, spec: Mapping[str, Any]) -> Submission:
+    def submit(self, spec: Mapping[str, Any], *, base_url: str | None = None) -> Submission:
         """See `AsyncClient.submit`."""
-        return self._run(self._async.submit(spec))
+        return self._run(self._async.submit(spec, base_url=base_url))
 
-    def get(self, job_id: str, *, kind: str | None = None) -> JobState:
+    def get(self, job_id: str, *, kind: str | None = None, base_url: str | None = None) -> JobState:
         """See `AsyncClient.get`."""
-        return self._run(self._async.get(job_id, kind=kind))
+        return self._run(self._async.get(job_id, kind=kind, base_url=base_url))
 
     def wait(
         self,
@@ -126,17 +126,20 @@ class Client:
         kind: str | None = None,
         timeout: float | None = None,
         cadence: Cadence | None = None,
+        base_url: str | None = None,
     ) -> JobState:
         """See `AsyncClient.wait`."""
-        return self._run(self._async.wait(job_id, kind=kind, timeout=timeout, cadence=cadence))
+        return self._run(
+            self._async.wait(job_id, kind=kind, timeout=timeout, cadence=cadence, base_url=base_url)
+        )
 
-    def cancel(self, job_id: str, *, kind: str | None = None) -> None:
+    def cancel(self, job_id: str, *, kind: str | None = None, base_url: str | None = None) -> None:
         """See `AsyncClient.cancel`."""
-        self._run(self._async.cancel(job_id, kind=kind))
+        self._run(self._async.cancel(job_id, kind=kind, base_url=base_url))
 
-    def delete(self, job_id: str, *, kind: str | None = None) -> None:
+    def delete(self, job_id: str, *, kind: str | None = None, base_url: str | None = None) -> None:
         """See `AsyncClient.delete`."""
-        self._run(self._async.delete(job_id, kind=kind))
+        self._run(self._async.delete(job_id, kind=kind, base_url=base_url))
 
     def check_result(
         self,
@@ -149,6 +152,7 @@ class Client:
         timeout: float | None = None,
         cadence: Cadence | None = None,
         progress: bool | ProgressSink = False,
+        base_url: str | None = None,
     ) -> Result:
         """See `AsyncClient.check_result`."""
         return self._run(
@@ -161,6 +165,7 @@ class Client:
                 timeout=timeout,
                 cadence=cadence,
                 progress=progress,
+                base_url=base_url,
             )
         )
 

@@ -6,6 +6,7 @@ That is `pollkit.http`'s job, driven by the engine.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -14,9 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
-from pollkit.errors import ProtocolError, UnsupportedOperation
+from pollkit.errors import ConfigurationError, ProtocolError, UnsupportedOperation
 from pollkit.models import JobState
 
 __all__ = [
@@ -30,6 +32,8 @@ __all__ = [
 ]
 
 _log = logging.getLogger("pollkit.providers")
+
+_P = TypeVar("_P", bound="Provider")
 
 
 def setting(value: str | None, variable: str, default: str = "") -> str:
@@ -289,6 +293,19 @@ class Provider(ABC):
             _log.warning(
                 "%s job %s: unknown status %r, treated as not finished", self.name, job_id, native
             )
+
+    def with_base_url(self: _P, base_url: str) -> _P:
+        """The same provider (key, settings) talking to another server.
+
+        Raises:
+            ConfigurationError: `base_url` is not an http(s) URL.
+        """
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigurationError(f"{self.name}: base_url must be http(s)://…, got {base_url!r}")
+        twin = copy.copy(self)
+        twin.base_url = base_url.rstrip("/")
+        return twin
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"

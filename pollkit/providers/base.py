@@ -107,7 +107,9 @@ class Response:
         """
         try:
             return json.loads(self.body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        # ValueError: not UTF-8, not JSON, or an integer longer than int() takes;
+        # RecursionError: arrays or objects nested deeper than the decoder goes.
+        except (ValueError, RecursionError) as exc:
             ctype = self.headers.get("Content-Type", "no content type")
             raise ProtocolError(
                 f"reply is not JSON (HTTP {self.status}, {ctype})",

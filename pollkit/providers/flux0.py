@@ -67,12 +67,16 @@ def message_text(data: Mapping[str, Any]) -> str:
     Returns:
         The concatenated ``content`` of its content parts (``""`` when there are none).
     """
-    parts = data.get("parts") or []
+    parts = data.get("parts")
     return "".join(
         str(part.get("content", ""))
-        for part in parts
+        for part in (parts if isinstance(parts, list) else ())
         if isinstance(part, Mapping) and part.get("type") == "content"
     )
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def _apply_patch(document: Any, patch: Mapping[str, Any]) -> Any:
@@ -206,20 +210,21 @@ class RunTracker:
                     raise ValueError("a status block without an id")
                 return self._status(payload, observed_at)
             raise ValueError(f"unknown event name {event.event[:40]!r}")
-        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        # RecursionError: JSON or a patch path nested deeper than Python goes.
+        except (KeyError, ValueError, TypeError, AttributeError, RecursionError) as exc:
             self._native = "invalid_event"
             reason = ErrorInfo("invalid_event", f"invalid {event.event[:40]!r} block: {exc}")
             return self._move(Status.ERROR, observed_at, reason)
 
     def _chunk(self, payload: Mapping[str, Any], observed_at: datetime) -> JobState | None:
-        self.correlation_id = self.correlation_id or str(payload.get("correlation_id", ""))
+        self.correlation_id = self.correlation_id or _text(payload.get("correlation_id"))
         for patch in payload["patches"]:
             self.document = _apply_patch(self.document, patch)
         self._native = "chunk"
         return self._move(Status.RENDERING, observed_at)
 
     def _status(self, payload: Mapping[str, Any], observed_at: datetime) -> JobState | None:
-        self.correlation_id = self.correlation_id or str(payload.get("correlation_id", ""))
+        self.correlation_id = self.correlation_id or _text(payload.get("correlation_id"))
         data = payload["data"]
         native = data["status"]
         if not isinstance(native, str):
@@ -430,13 +435,15 @@ class Flux0(Provider):
         """
         body = response.json()
         data = body.get("data") if isinstance(body, dict) else None
-        if not isinstance(data, list) or not all(isinstance(e, dict) for e in data):
+        if not isinstance(data, list) or not all(
+            isinstance(e, dict) and type(e.get("offset", 0)) is int for e in data
+        ):
             raise ProtocolError(
                 "list_events reply is not {'data': [Event]}",
                 operation=response.request.operation,
                 job_id=response.request.job_id,
             )
-        return sorted(data, key=lambda event: int(event.get("offset", 0)))
+        return sorted(data, key=lambda event: event.get("offset", 0))
 
     def find_message(self, response: Response) -> Mapping[str, Any] | None:
         """The agent's last message in a ``list_events`` reply, or None.
@@ -459,12 +466,17 @@ class Flux0(Provider):
         """The run for ``{"session_id": ..., "content": ...}``.
 
         Raises:
-            ConfigurationError: The spec lacks a session id or content.
+            ConfigurationError: The spec is not a mapping, or lacks a session id or content.
         """
+        if not isinstance(spec, Mapping):
+            raise ConfigurationError(f"flux0 spec must be a mapping, got {type(spec).__name__}")
         session_id, content = spec.get("session_id"), spec.get("content")
         if not isinstance(session_id, str) or not session_id:
-            raise ConfigurationError("a flux0 spec needs a 'session_id'")
-        return self.create_event_request(session_id, str(content or ""))
+            raise ConfigurationError("a flux0 spec needs a 'session_id' (a non-empty string)")
+        if not isinstance(content, str) or not content:
+            # Not str(): a list or a number would be posted as its Python repr.
+            raise ConfigurationError("a flux0 spec needs a 'content' (a non-empty string)")
+        return self.create_event_request(session_id, content)
 
     def parse_submission(self, response: Response, observed_at: datetime) -> Submission:
         """The run in a fully read stream reply (its first event names the correlation id).

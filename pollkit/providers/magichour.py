@@ -11,15 +11,24 @@ before anything is sent; other tools are passed through as they are.
 
 from __future__ import annotations
 
+import json
 import posixpath
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timezone
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from pollkit.core.naming import name_field
+from pollkit.core.naming import name_field, safe_name
 from pollkit.errors import ConfigurationError, ProtocolError
 from pollkit.models import ErrorInfo, JobState, Output, Status
 from pollkit.providers.base import (
@@ -120,8 +129,23 @@ _SPEC_MODELS: dict[str, type[BaseModel]] = {
 
 
 class _Download(BaseModel):
-    url: str
+    url: str = Field(min_length=1)
     expires_at: datetime | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _readable(cls, url: str) -> str:
+        urlsplit(url)  # ValueError for what no client can fetch ("http://[x/a.png")
+        return url
+
+    @field_validator("expires_at")
+    @classmethod
+    def _aware(cls, moment: datetime | None) -> datetime | None:
+        # The API writes UTC ("…Z"); a time without an offset is read as UTC too, so that the
+        # downloader can compare it with an aware now().
+        if moment is not None and moment.tzinfo is None:
+            return moment.replace(tzinfo=timezone.utc)
+        return moment
 
 
 class _ProjectError(BaseModel):
@@ -212,6 +236,10 @@ class MagicHour(Provider):
                 model.model_validate(body)
             except ValidationError as exc:
                 raise _spec_error(tool, exc) from exc
+        try:  # the fields passed through unchecked must still make a JSON body
+            json.dumps(body, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"magichour {tool} spec: not JSON: {exc}") from exc
         return self._request("POST", f"/v1/{tool}", f"submit {tool}", json_body=body)
 
     def parse_submission(self, response: Response, observed_at: datetime) -> Submission:
@@ -222,6 +250,13 @@ class MagicHour(Provider):
         except ValidationError as exc:
             raise ProtocolError(
                 "create reply has no project id", operation=response.request.operation
+            ) from exc
+        try:
+            self._kinds(created.id, None)
+        except ConfigurationError as exc:
+            raise ProtocolError(
+                f"create reply has an invalid project id {created.id[:40]!r}",
+                operation=response.request.operation,
             ) from exc
         tool = response.request.url.rsplit("/", 1)[-1]
         return Submission(created.id, self.kind_of_tool(tool), observed_at, payload)
@@ -272,6 +307,12 @@ class MagicHour(Provider):
                 operation=response.request.operation,
                 job_id=job_id,
             ) from exc
+        if job_id and project.id != job_id:
+            raise ProtocolError(
+                f"project reply is about another project, {project.id[:40]!r}",
+                operation=response.request.operation,
+                job_id=job_id,
+            )
         kind = response.request.url.rsplit("/v1/", 1)[-1].split("-projects/", 1)[0]
         status = _STATUSES.get(project.status)
         error: ErrorInfo | None = None
@@ -284,6 +325,8 @@ class MagicHour(Provider):
             error = ErrorInfo(err.code, err.message or "the project failed")
         if not project.enabled and not status.is_terminal:
             status, error = Status.ERROR, ErrorInfo("deleted", "the project was deleted")
+        if previous is not None and previous.is_terminal and status is not previous.status:
+            return replace(previous, observed_at=observed_at)  # terminal states are sticky
         outputs: tuple[Output, ...] = ()
         if status is Status.COMPLETE:
             entries = project.downloads or ([project.download] if project.download else [])
@@ -333,4 +376,4 @@ class MagicHour(Provider):
 
 def _basename(url: str) -> str | None:
     name = posixpath.basename(unquote(urlsplit(url).path))
-    return name or None
+    return name if safe_name(name) else None  # not "..", nor "a\\b" once decoded

@@ -125,11 +125,19 @@ def _naive_utc(text: Any) -> datetime | None:
         return None
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError:
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    except (ValueError, OverflowError):  # not a time, or one off the calendar in UTC
         return None
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
     return moment
+
+
+def _is_uid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _query_time(moment: datetime | str | None) -> str | None:
@@ -266,16 +274,20 @@ class Pixy(Provider):
     def submit_request(self, spec: Mapping[str, Any] | PixyProperties) -> Request:
         """``POST`` to the type's collection with every field of the checked properties."""
         props = self.properties(spec)
-        return self._request(
-            "POST", props.kind, f"generate {props.kind}", json_body=props.model_dump(mode="json")
-        )
+        try:  # free-form fields (meta_data, context) may hold what JSON cannot say
+            body = props.model_dump(mode="json")
+        except ValueError as exc:  # pydantic's serialization error, or bytes that are not text
+            raise ConfigurationError(f"pixy {props.kind} spec: not JSON: {exc}") from exc
+        return self._request("POST", props.kind, f"generate {props.kind}", json_body=body)
 
     def parse_submission(self, response: Response, observed_at: datetime) -> Submission:
         """The created item's uid; its type follows from the collection."""
         payload = response.json()
         uid = payload.get("uid") if isinstance(payload, dict) else None
-        if not isinstance(uid, str) or not uid:
-            raise ProtocolError("generate reply has no uid", operation=response.request.operation)
+        if not isinstance(uid, str) or not _is_uid(uid):  # an id status_requests takes
+            raise ProtocolError(
+                "generate reply has no uid (a UUID)", operation=response.request.operation
+            )
         kind = self.kind_of_url(response.request.url)
         if response.status != 201:
             _log.warning("pixy generate: HTTP %d instead of 201 for job %s", response.status, uid)
@@ -407,11 +419,21 @@ class Pixy(Provider):
     def parse_state(
         self, response: Response, observed_at: datetime, previous: JobState | None
     ) -> JobState:
-        """Map an item (GET, PATCH or DELETE reply) onto a `JobState` (APIS.md 6.2)."""
+        """Map an item (GET, PATCH or DELETE reply) onto a `JobState` (APIS.md 6.2).
+
+        Raises:
+            ProtocolError: The reply is not an item, or is an item of another job.
+        """
         kind = self.kind_of_url(response.request.url)
-        return self.parse_item(
-            response.json(), kind, observed_at, previous, response.request.operation
-        )
+        item, asked = response.json(), response.request.job_id
+        uid = item.get("uid") if isinstance(item, dict) else None
+        if asked and isinstance(uid, str) and uid.lower() != asked.lower():
+            raise ProtocolError(
+                f"reply is about another job, {uid[:40]!r}",
+                operation=response.request.operation,
+                job_id=asked,
+            )
+        return self.parse_item(item, kind, observed_at, previous, response.request.operation)
 
     def parse_item(
         self,

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from pollkit.core.naming import url_basename
+from pollkit.core.naming import safe_name, url_basename
 from pollkit.models import JobState, Output, Status
 
 __all__ = ["BY_STATUS", "BY_TASK_STATUS", "outputs_of", "progress_of"]
@@ -47,7 +47,7 @@ def progress_of(
     time left at the rate it rose since then (seconds, or None)."""
     progress: float | None = None
     if isinstance(raw, (int, float)) and not isinstance(raw, bool) and raw >= 0:
-        progress = min(float(raw), 100.0) / 100
+        progress = min(raw, 100) / 100  # no float(raw): an int may be too large for one
     before = previous.progress if previous is not None else None
     if before is not None and (progress is None or progress < before):
         progress = before
@@ -71,6 +71,11 @@ def outputs_of(item: Mapping[str, Any]) -> tuple[Output, ...]:
     outputs: list[Output] = []
     for entry in results:
         url = entry.get("url") if isinstance(entry, dict) else None
-        if isinstance(url, str) and url:
-            outputs.append(Output(url=url, index=len(outputs), name=url_basename(url) or None))
+        if not isinstance(url, str) or not url:
+            continue
+        try:
+            name = url_basename(url)
+        except ValueError:  # not a URL any client can fetch ("http://[x/a.png")
+            continue
+        outputs.append(Output(url=url, index=len(outputs), name=name if safe_name(name) else None))
     return tuple(outputs)

@@ -56,7 +56,9 @@ STATUSES: dict[str, Status] = {
     "REVOKED": Status.CANCELED,
 }
 
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_UUID = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
+)
 _SPEC_KEYS = frozenset({"process", "file", "script", "params", "name", "config"})
 # Requests of batch polls in flight, so a reply is read only for the jobs it was asked about.
 _BATCHES_KEPT = 256
@@ -330,7 +332,10 @@ class Pixyz(Provider):
         server refuses paths that leave the job directory (400).
         """
         self.check_job_id(job_id)
-        url: str | None = f"{self.base_url}/jobs/{job_id}/outputs/{_encode_path(path)}"
+        try:
+            url: str | None = f"{self.base_url}/jobs/{job_id}/outputs/{_encode_path(path)}"
+        except UnicodeEncodeError:  # a lone surrogate: no URL can name the file
+            url = None
         if path in (".", ".."):
             url = None  # no file can have this name; clients would normalise it away
         return Output(
@@ -407,7 +412,12 @@ class Pixyz(Provider):
         return Submission(job_id, None, observed_at, payload)
 
     def _state(
-        self, payload: Any, observed_at: datetime, previous: JobState | None, operation: str
+        self,
+        payload: Any,
+        observed_at: datetime,
+        previous: JobState | None,
+        operation: str,
+        asked: str | None,
     ) -> JobState:
         try:
             job = _JobState.model_validate(payload)
@@ -415,8 +425,14 @@ class Pixyz(Provider):
             raise ProtocolError(
                 f"job reply does not fit the schema: {exc.errors()[0]['msg']}",
                 operation=operation,
-                job_id=payload.get("uuid") if isinstance(payload, Mapping) else None,
+                job_id=asked,
             ) from exc
+        if not _UUID.match(job.uuid) or (asked is not None and job.uuid.lower() != asked.lower()):
+            raise ProtocolError(
+                f"job reply is not about this job: uuid {job.uuid[:40]!r}",
+                operation=operation,
+                job_id=asked,
+            )
         if previous is not None and previous.is_terminal:
             return previous  # terminal states are sticky (an expired job reads PENDING again)
         status = STATUSES.get(job.status)
@@ -425,7 +441,8 @@ class Pixyz(Provider):
             status = previous.status if previous is not None else Status.QUEUED
         error = None
         if status is Status.ERROR:
-            error = ErrorInfo(None, (job.error or "the job failed").strip().splitlines()[-1])
+            lines = (job.error or "").strip().splitlines()  # a traceback: its last line says why
+            error = ErrorInfo(None, lines[-1] if lines else "the job failed")
         progress = None
         if job.progress is not None and math.isfinite(job.progress):
             progress = min(max(job.progress / 100.0, 0.0), 1.0)
@@ -448,11 +465,15 @@ class Pixyz(Provider):
         self, response: Response, observed_at: datetime, previous: JobState | None
     ) -> JobState:
         """Map a JobState (or JobDetails) reply onto a `JobState` (APIS.md 6.3)."""
-        return self._state(response.json(), observed_at, previous, response.request.operation)
+        request = response.request
+        return self._state(
+            response.json(), observed_at, previous, request.operation, request.job_id
+        )
 
     def parse_details(self, response: Response, observed_at: datetime) -> JobState:
         """A ``/details`` reply as a `JobState`; steps, times and result stay in ``raw``."""
-        return self._state(response.json(), observed_at, None, response.request.operation)
+        request = response.request
+        return self._state(response.json(), observed_at, None, request.operation, request.job_id)
 
     def parse_jobs(self, response: Response) -> list[dict[str, Any]]:
         """The job list of ``GET /jobs`` (packaging tasks included), as the server sent it."""
@@ -478,7 +499,9 @@ class Pixyz(Provider):
                 "progress": None,
                 "error": None,
             }
-            states[job_id] = self._state(payload, observed_at, previous.get(job_id), "list jobs")
+            states[job_id] = self._state(
+                payload, observed_at, previous.get(job_id), "list jobs", job_id
+            )
         return states
 
     def parse_processes(self, response: Response) -> list[str]:
@@ -501,9 +524,9 @@ class Pixyz(Provider):
         """The names of ``GET /jobs/{uuid}/outputs``."""
         payload = response.json()
         names = payload.get("outputs") if isinstance(payload, Mapping) else None
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
             raise ProtocolError(
-                "outputs reply has no 'outputs' list",
+                "outputs reply has no 'outputs' list of names",
                 operation="list outputs",
                 job_id=response.request.job_id,
             )

@@ -93,8 +93,10 @@ class PartFile:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
+            # mkdir's EEXIST ("File exists") means a file holds the directory's name.
+            reason = "it is not a directory" if isinstance(exc, FileExistsError) else exc.strerror
             raise StorageError(
-                f"cannot use download directory: {exc.strerror}", path=str(folder)
+                f"cannot use download directory: {reason}", path=str(folder)
             ) from exc
         # Unbuffered: the engine hands whole batches of received pieces to `write`, and a
         # buffer would only copy them once more.

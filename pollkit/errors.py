@@ -68,7 +68,10 @@ __all__ = [
 
 
 def _where(operation: str | None, job_id: str | None) -> str:
-    parts = [p for p in (operation, f"job {job_id}" if job_id else None) if p]
+    subject = f"job {job_id}" if job_id else None
+    if subject and operation and operation.split()[-1] == "job":
+        subject = job_id  # "get job <id>", not "get job job <id>"
+    parts = [p for p in (operation, subject) if p]
     return f"{' '.join(parts)}: " if parts else ""
 
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import io
 import logging
+import math
+import re
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -81,6 +84,28 @@ def transport_error(
     return TransportError(f"{type(exc).__name__} ({where})", operation=operation, job_id=job_id)
 
 
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_HIDDEN = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^>]*>")
+# What HTTP forbids in a header value (a tab is allowed).
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _page_text(page: str) -> str | None:
+    """The gist of an HTML error page (a proxy's 502, a login wall): its title, else its first
+    line of text. Its first raw line says nothing (``<html>``)."""
+    # Its head is enough, and the cap bounds the regexes (quadratic on unclosed tags).
+    page = page[:4096]
+    title = _TITLE.search(page)
+    lines = [title.group(1)] if title else []
+    lines += _TAG.sub("\n", _HIDDEN.sub("", page)).splitlines()
+    for line in lines:
+        text = " ".join(html.unescape(line).split())
+        if text:
+            return text[:200]
+    return None
+
+
 def _server_message(body: Any) -> tuple[str | None, list[Any]]:
     """The server's message and field details, from the common error envelopes.
 
@@ -88,6 +113,9 @@ def _server_message(body: Any) -> tuple[str | None, list[Any]]:
     ``{"detail": [...]}`` (FastAPI), and ``{"detail": {"message", "details"}}`` (PiXYZ).
     """
     if isinstance(body, str):
+        if body.lstrip().startswith("<"):
+            page = _page_text(body)
+            return (f"{page} (an HTML page, not the API's reply)" if page else None), []
         text = body.strip().splitlines()[0] if body.strip() else None
         return (text[:200] if text else None), []
     if not isinstance(body, Mapping):
@@ -244,8 +272,8 @@ class Transport:
         secrets: Iterable[str] = (),
         logger: logging.Logger | None = None,
     ) -> None:
-        if timeout <= 0:
-            raise ConfigurationError(f"timeout must be > 0, got {timeout!r}")
+        if not 0 < timeout < math.inf:  # NaN too: it would disable every socket timeout
+            raise ConfigurationError(f"timeout must be > 0 and finite, got {timeout!r}")
         if max_connections < 1 or max_connections_per_host < 1:
             raise ConfigurationError("connection limits must be ≥ 1")
         self.retry = retry
@@ -355,6 +383,17 @@ class Transport:
         )(func)
         return wrapped
 
+    def _unsendable(self, request: Request, exc: Exception) -> ConfigurationError:
+        """What aiohttp refusing to send `request` means: a header it will not write (a key
+        pasted with its line break) or a body JSON cannot encode. Nothing was sent."""
+        if any(_CONTROL.search(secret) for secret in self._secrets):
+            reason = "the API key holds a line break or another control character"
+        else:
+            reason = str(exc)
+            for secret in self._secrets:
+                reason = reason.replace(secret, "[redacted]")
+        return ConfigurationError(f"{request.operation}: cannot send the request: {reason}")
+
     async def _open_once(self, request: Request, media_type: str) -> aiohttp.ClientResponse:
         started = time.perf_counter()
         try:
@@ -370,6 +409,8 @@ class Transport:
             raise transport_error(
                 exc, operation=request.operation, job_id=request.job_id, url=request.url
             ) from exc
+        except (ValueError, TypeError) as exc:
+            raise self._unsendable(request, exc) from exc
         content_type = raw.headers.get("Content-Type", "")
         self.log.debug(
             "%s %s -> %d %s (stream opened) in %.1f ms",
@@ -413,6 +454,8 @@ class Transport:
             raise transport_error(
                 exc, operation=request.operation, job_id=request.job_id, url=request.url
             ) from exc
+        except (ValueError, TypeError) as exc:
+            raise self._unsendable(request, exc) from exc
         self.log.debug(
             "%s %s -> %d (%d bytes) in %.1f ms",
             request.method,

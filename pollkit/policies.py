@@ -5,10 +5,18 @@ a client's defaults. Durations are seconds, as a float or a `datetime.timedelta`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pollkit.errors import ConfigurationError
 
@@ -21,8 +29,37 @@ def _seconds(value: Any) -> Any:
     return value.total_seconds() if isinstance(value, timedelta) else value
 
 
+_P = TypeVar("_P", bound="_Policy")
+
+
 class _Policy(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def model_copy(self: _P, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> _P:
+        """A copy with `update` applied, validated like a new policy (pydantic's own copy
+        skips validation, so a call's bad keyword argument, a NaN timeout say, would slip
+        through and the wait would never end).
+
+        Raises:
+            ConfigurationError: An updated value is invalid; the message names the field.
+        """
+        name = type(self).__name__
+        unknown = sorted(set(update or ()) - set(type(self).model_fields))
+        if unknown:
+            raise ConfigurationError(f"{name} has no field {unknown[0]!r}")
+        if not update:
+            return super().model_copy(deep=deep)
+        values = {field: getattr(self, field) for field in type(self).model_fields}
+        try:
+            copied = type(self).model_validate({**values, **update})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            message = first["msg"].removeprefix("Value error, ")
+            if first["loc"]:
+                where = ".".join(str(p) for p in first["loc"])
+                message = f"{where}: {message}, got {first.get('input')!r}"
+            raise ConfigurationError(f"{name}: {message}") from exc
+        return copied.model_copy(deep=True) if deep else copied
 
 
 class Cadence(_Policy):

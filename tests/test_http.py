@@ -167,7 +167,7 @@ async def test_html_error_page_and_non_json_success(client: AsyncClient) -> None
         mocked.get(
             IMAGE, status=404, body="<html><h1>Not Found</h1></html>", content_type="text/html"
         )
-        with pytest.raises(NotFound, match="<html><h1>Not Found"):
+        with pytest.raises(NotFound, match=r"HTTP 404: Not Found \(an HTML page"):
             await client.get("p1", kind="image")
         mocked.get(IMAGE, status=200, body="<html>maintenance</html>", content_type="text/html")
         with pytest.raises(ProtocolError, match=r"reply is not JSON \(HTTP 200, text/html\)"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
@@ -163,7 +164,8 @@ class AsyncClient:
     def _cadence(self, timeout: float | None, cadence: Cadence | None) -> Cadence:
         chosen = cadence or self.cadence
         if timeout is not None:
-            if timeout <= 0:
+            number = isinstance(timeout, (int, float)) and not isinstance(timeout, bool)
+            if not number or not 0 < timeout < math.inf:
                 raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout!r}")
             chosen = chosen.model_copy(update={"timeout": float(timeout)})
         return chosen

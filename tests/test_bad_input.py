@@ -712,8 +712,10 @@ def test_bad_policy_field(policy: type[Any], values: dict[str, Any], field: str)
 TIMEOUT_CASES = [
     ("check_result", 0, "timeout must be > 0 seconds, got 0"),
     ("check_result", -1.0, "timeout must be > 0 seconds, got -1.0"),
-    ("check_result", math.nan, "Cadence: timeout: Input should be greater than 0, got nan"),
+    ("check_result", math.nan, "timeout must be > 0 seconds, got nan"),
+    ("check_result", math.inf, "timeout must be > 0 seconds, got inf"),
     ("wait", -1, "timeout must be > 0 seconds, got -1"),
+    ("wait", "5", "timeout must be > 0 seconds, got '5'"),
     ("run", 0, "timeout must be > 0 seconds, got 0"),
     ("client", 0, "timeout must be > 0 and finite, got 0"),
     ("client", -1, "timeout must be > 0 and finite, got -1"),

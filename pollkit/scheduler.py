@@ -153,6 +153,10 @@ class Scheduler:
         self._journal_thread = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="pollkit-journal"
         )
+        # Journal calls waiting for the thread: (0 urgent / 1 not, order, their turn).
+        self._journal_waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._journal_order = itertools.count()
+        self._journal_busy = False
         self._heap: list[tuple[float, int, _Job]] = []
         self._seq = itertools.count()
         self._wake = asyncio.Event()
@@ -166,9 +170,39 @@ class Scheduler:
 
     # --- plumbing -----------------------------------------------------------------------
 
-    async def _journal(self, func: Callable[..., _T], *args: Any) -> _T:
+    async def _journal(self, func: Callable[..., _T], *args: Any, urgent: bool = False) -> _T:
+        """Run one journal call in the journal's thread; `urgent` calls overtake waiting ones.
+
+        A job id just received is urgent: until it is written, a crash leaves its row
+        ``submitting``, and a rerun cannot tell that the job exists. Behind a queue of other
+        writes (a disk flush each) it would wait tens of milliseconds, and a SIGKILL of a busy
+        batch would leave a dozen created jobs looking unsent, to be paid for twice.
+        """
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._journal_thread, func, *args)
+        if self._journal_busy:
+            turn: asyncio.Future[None] = loop.create_future()
+            entry = (0 if urgent else 1, next(self._journal_order), turn)
+            heapq.heappush(self._journal_waiting, entry)
+            try:
+                await turn
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self._journal_pass()  # the turn was given to us: hand it on
+                raise
+        else:
+            self._journal_busy = True
+        try:
+            return await loop.run_in_executor(self._journal_thread, func, *args)
+        finally:
+            self._journal_pass()
+
+    def _journal_pass(self) -> None:
+        while self._journal_waiting:
+            turn = heapq.heappop(self._journal_waiting)[2]
+            if not turn.done():  # done: its caller was cancelled while waiting
+                turn.set_result(None)
+                return
+        self._journal_busy = False
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
@@ -365,6 +399,7 @@ class Scheduler:
                 submission.job_id,
                 submission.kind,
                 submission.submitted_at,
+                urgent=True,
             )
         self._emit(Event("submitted", key, submission.job_id))
         first = self._first_delay(submission.kind)

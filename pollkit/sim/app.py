@@ -15,7 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from pollkit.sim import downloads, events, flux0, magichour, pixy, pixyz
 from pollkit.sim.downloads import DOWNLOAD_PREFIXES
-from pollkit.sim.faults import BODY_FAULTS, FAULTS, FaultInjector, format_retry_after, reason
+from pollkit.sim.faults import (
+    BODY_FAULTS,
+    FAULTS,
+    FaultInjector,
+    fault_label,
+    format_retry_after,
+    reason,
+)
 from pollkit.sim.state import STATE, SimState
 from pollkit.sim.transfer import abort_connection
 
@@ -88,6 +95,7 @@ async def _faults_and_counters(request: web.Request, handler: Any) -> web.Stream
         request.method, path, allow_random=not path.startswith(_CONTROL_PREFIX)
     )
     if fault is not None:
+        state.count_fault(fault_label(fault))
         if fault.kind == "reset":
             state.count_request(route, "reset", injected=True)
             logger.debug("fault: reset %s %s", request.method, path)

@@ -43,11 +43,18 @@ def _delivery(request: web.Request, on_bytes: Callable[[int], None]) -> Delivery
     def on_fault(fault: Fault) -> None:
         state.count_download_fault(fault.kind)
 
+    def pick_slowdown() -> float | None:
+        slow = faults.pick_slow()
+        if slow is not None:
+            state.count_fault("slow")
+        return slow
+
     return Delivery(
         range_support=scenario.range_support,
         generation=state.next_generation() if scenario.etag_changes else None,
         bandwidth=scenario.bandwidth,
         pick_fault=pick_fault,
+        pick_slowdown=pick_slowdown,
         on_fault=on_fault,
         on_bytes=on_bytes,
     )
@@ -61,6 +68,7 @@ async def _file(request: web.Request) -> web.StreamResponse:
         request.path, request.query.get("expires"), request.query.get("sig")
     )
     if refusal == "expired":
+        state.count_fault("url_expired")
         return _message(403, "Request has expired")
     if refusal is not None:
         return _message(403, "Signature does not match")

@@ -25,6 +25,7 @@ __all__ = [
     "FAULT_KINDS",
     "Fault",
     "FaultInjector",
+    "fault_label",
     "format_retry_after",
     "reason",
 ]
@@ -47,6 +48,16 @@ def reason(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return "Error"
+
+
+def fault_label(fault: Fault) -> str:
+    """How a fault is counted in the stats' ``faults``: ``"5xx"``, ``"429"``, another status
+    code, or the kind (``"reset"``, ``"truncate"``, ``"reset_mid"``, ``"stall"``)."""
+    if fault.kind != "status":
+        return fault.kind
+    if 500 <= fault.status <= 599:
+        return "5xx"
+    return str(fault.status)
 
 
 def format_retry_after(seconds: float) -> str:
@@ -104,8 +115,10 @@ class FaultInjector:
         self._rng = random.Random(f"{scenario.seed}:faults")
         # Its own stream: download faults must not shift the API faults a seed produces.
         self._body_rng = random.Random(f"{scenario.seed}:downloads")
+        self._slow_rng = random.Random(f"{scenario.seed}:slow")
         self._lock = threading.Lock()
         self._planned: list[_Injection] = []
+        self._burst_left = 0  # 429s still owed by the current rate-limit burst
 
     def add(
         self,
@@ -166,7 +179,9 @@ class FaultInjector:
     def pick(self, method: str, path: str, *, allow_random: bool) -> Fault | None:
         """The fault that replaces this response, if any (``status`` or ``reset``).
 
-        Planned faults are used up as they match.
+        Planned faults are used up as they match. Then a rate-limit burst under way answers
+        429; otherwise one draw decides between the scenario's ``http_error_rate``,
+        ``rate_limit_rate`` (which starts a burst) and ``api_reset_rate``.
 
         Args:
             method: The request method.
@@ -180,13 +195,24 @@ class FaultInjector:
             if not allow_random:
                 return None
             scenario = self._scenario
-            if scenario.http_error_rate == 0 and scenario.rate_limit_rate == 0:
+            limited = Fault(kind="status", status=429, retry_after=scenario.retry_after)
+            if self._burst_left > 0:
+                self._burst_left -= 1
+                return limited
+            errors, limits = scenario.http_error_rate, scenario.rate_limit_rate
+            resets = scenario.api_reset_rate
+            if errors == 0 and limits == 0 and resets == 0:
                 return None
             draw = self._rng.random()
-            if draw < scenario.http_error_rate:
+            if draw < errors:
                 return Fault(kind="status", status=self._rng.choice(_RANDOM_5XX))
-            if draw < scenario.http_error_rate + scenario.rate_limit_rate:
-                return Fault(kind="status", status=429, retry_after=scenario.retry_after)
+            if draw < errors + limits:
+                low, high = scenario.rate_limit_burst
+                # Drawn only for real bursts: a scenario of single 429s keeps its old sequence.
+                self._burst_left = self._rng.randint(low, high) - 1 if high > 1 else 0
+                return limited
+            if draw < errors + limits + resets:
+                return Fault(kind="reset")
             return None
 
     def pick_body(self, method: str, path: str) -> Fault | None:
@@ -223,6 +249,19 @@ class FaultInjector:
         if draw < truncate + reset + stall:
             return Fault(kind="stall", stall_seconds=scenario.stall_seconds)
         return None
+
+    def pick_slow(self) -> float | None:
+        """The bandwidth to pace this download body at (a slow body), or None.
+
+        Call it only when a body is about to be sent; one draw of the scenario's
+        ``slow_rate``, from a stream of its own.
+        """
+        scenario = self._scenario
+        if scenario.slow_rate == 0:
+            return None
+        with self._lock:
+            draw = self._slow_rng.random()
+        return scenario.slow_bandwidth if draw < scenario.slow_rate else None
 
 
 _KINDS: dict[str, FaultKind] = {

@@ -30,6 +30,8 @@ _IMAGE_ROUTE = "/v1/image-projects/{id}"
 _VIDEO_ROUTE = "/v1/video-projects/{id}"
 _RENDER_ERROR = {"code": "render_failed", "message": "The render could not be completed"}
 _RESOLUTIONS = {"360p": 360, "480p": 480, "720p": 720, "1080p": 1080, "4k": 2160}
+# A status the API might add one day (Scenario.unknown_status_rate shows it mid-render).
+_UNKNOWN_STATUS = "paused"
 
 
 def _message(status: int, text: str) -> web.Response:
@@ -147,10 +149,13 @@ def project_body(origin: str, state: SimState, job: Job) -> dict[str, Any]:
             url, expires = state.signed_url(origin, job, output)
             downloads.append({"url": url, "expires_at": iso_millis(expires)})
     credits = 0 if status == "error" else int(job.details["credits"])  # refunded on error
+    shown = status
+    if status == "rendering" and state.shows_unknown_status(job, now):
+        shown = _UNKNOWN_STATUS
     project: dict[str, Any] = {
         "id": job.id,
         "name": job.details.get("name"),
-        "status": status,
+        "status": shown,
         "type": job.type,
     }
     if job.kind == "image":

@@ -65,6 +65,8 @@ _NOT_FOUND_NAMES = {"image": "Imagination", "video": "Video", "subtitle": "Subti
 # Longest real sleep of a webhook task, so a jump of the simulated clock is seen soon.
 _WAKE = 0.05
 _WEBHOOK_TIMEOUT = aiohttp.ClientTimeout(total=5.0)
+# A status the API might add one day (Scenario.unknown_status_rate shows it mid-render).
+_UNKNOWN_STATUS = "postprocessing"
 
 _Handler = Callable[[web.Request], Awaitable[web.Response]]
 
@@ -269,6 +271,16 @@ async def _create(request: web.Request, state: SimState, kind: str) -> web.Respo
     return web.json_response(render(state, job, 0), status=201)
 
 
+def _read(state: SimState, job: Job) -> dict[str, Any]:
+    """The item as a status read (GET or list) shows it now."""
+    item = render(state, job, None)
+    if state.shows_unknown_status(job, state.clock.now()):
+        item["task_status"] = _UNKNOWN_STATUS
+        if "status" in item:
+            item["status"] = _UNKNOWN_STATUS
+    return item
+
+
 def _list(request: web.Request, state: SimState, kind: str) -> web.Response:
     try:
         query = _ListQuery.model_validate(dict(request.query))
@@ -288,7 +300,7 @@ def _list(request: web.Request, state: SimState, kind: str) -> web.Response:
     ]
     matching.sort(key=lambda entry: entry[:3], reverse=True)
     page = matching[query.offset : query.offset + query.limit]
-    items = [render(state, job, None) for *_, job in page]
+    items = [_read(state, job) for *_, job in page]
     return web.json_response(
         {"items": items, "total": len(matching), "offset": query.offset, "limit": query.limit}
     )
@@ -315,7 +327,7 @@ def _item(kind: str) -> _Handler:
             return await _update(request, state, job)
         with state.lock:
             job.status_requests += 1
-        return web.json_response(render(state, job, None))
+        return web.json_response(_read(state, job))
 
     return handle
 

@@ -59,6 +59,8 @@ VERSION = "1.0.7"
 logger = logging.getLogger("pollkit.sim.pixyz")
 
 _IMMUTABLE = frozenset({"script", "data", "shadow", "uuid"})
+# A status Celery setups often add (Scenario.unknown_status_rate shows it mid-render).
+_UNKNOWN_STATUS = "PROGRESS"
 
 # -- unauthenticated routes -----------------------------------------------------------------
 
@@ -213,6 +215,14 @@ async def _create(request: web.Request) -> web.StreamResponse:
     return web.json_response(reply)
 
 
+def _shown(state: SimState, body: dict[str, Any], now: float) -> dict[str, Any]:
+    """A job's body as a status read shows it: maybe with an unknown native status."""
+    job = find_job(state, body["uuid"])
+    if job is not None and state.shows_unknown_status(job, now):
+        return {**body, "status": _UNKNOWN_STATUS}
+    return body
+
+
 @handler(auth=True)
 async def _list_jobs(request: web.Request) -> web.StreamResponse:
     state, store = request.app[STATE], request.app[STORE]
@@ -223,7 +233,8 @@ async def _list_jobs(request: web.Request) -> web.StreamResponse:
         tasks = [a.task_id for a in store.archives.values()]
     listed = [job_state(state, store, i, now) for i in ids + tasks]
     # The backend has no record of a task no worker took yet: queued jobs are not listed.
-    return web.json_response({"jobs": [j for j in listed if j["status"] != "PENDING"]})
+    shown = [_shown(state, j, now) for j in listed if j["status"] != "PENDING"]
+    return web.json_response({"jobs": shown})
 
 
 def _touch(state: SimState, job_uuid: str) -> None:
@@ -237,14 +248,18 @@ def _touch(state: SimState, job_uuid: str) -> None:
 async def _get_job(request: web.Request) -> web.StreamResponse:
     state, job_uuid = request.app[STATE], request.match_info["job_uuid"]
     _touch(state, job_uuid)
-    return web.json_response(job_state(state, request.app[STORE], job_uuid, state.clock.now()))
+    now = state.clock.now()
+    return web.json_response(
+        _shown(state, job_state(state, request.app[STORE], job_uuid, now), now)
+    )
 
 
 @handler(auth=True, uuid=True)
 async def _get_details(request: web.Request) -> web.StreamResponse:
     state, job_uuid = request.app[STATE], request.match_info["job_uuid"]
     _touch(state, job_uuid)
-    return web.json_response(details(state, request.app[STORE], job_uuid, state.clock.now()))
+    now = state.clock.now()
+    return web.json_response(_shown(state, details(state, request.app[STORE], job_uuid, now), now))
 
 
 @handler(auth=True, uuid=True)
@@ -367,6 +382,7 @@ async def _archive(request: web.Request) -> web.StreamResponse:
         return envelope(404, f"SharePathNotFoundError: Job '{job_uuid}' does not exist")
     status = phase(job, now).status if job is not None else "PENDING"
     if job is None or status not in ("SUCCESS", "FAILURE"):
+        state.count_fault("archive_not_ready")
         return envelope(425, f"TaskNotCompletedError: Job '{job_uuid}' is not finished yet")
     if packing is not None and now >= packing.ready_at:
         if packing.data is None:
@@ -379,6 +395,7 @@ async def _archive(request: web.Request) -> web.StreamResponse:
             filename=f"{job_uuid}.zip",
         )
         return await serve(request, entity, _delivery(request, count_bytes(request, "archive")))
+    state.count_fault("archive_not_ready")
     if packing is not None:
         return envelope(
             425, f"TaskNotCompletedError: Archive task for job '{job_uuid}' is already running"

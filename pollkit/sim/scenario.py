@@ -104,8 +104,15 @@ class Scenario(BaseModel):
         image_size: Width and height of generated PNG images.
         video_bytes: Size of each generated video file.
         http_error_rate: Probability that an API request answers a random 500/502/503/504.
-        rate_limit_rate: Probability that an API request answers 429 with ``Retry-After``.
+        rate_limit_rate: Probability that an API request starts a burst of 429s with
+            ``Retry-After``.
+        rate_limit_burst: Length of each such burst: that request and the next ones, up to a
+            number drawn uniformly from ``(low, high)`` (a single number: always that many),
+            answer 429 — consecutive API requests in the order the server receives them, as a
+            rate limiter's window does, not independent draws.
         retry_after: Value of that ``Retry-After`` header, in real seconds.
+        api_reset_rate: Probability that an API request's connection is reset (TCP RST)
+            before any answer, the way a load balancer drops it; the handler never runs.
         deleted_read: What a GET of a deleted project shows: the project with
             ``enabled: false`` (``"disabled"``) or 404 (``"not_found"``).
         basename: Download URL file names: ``"per_project"`` (``output-0.png`` in every
@@ -115,6 +122,9 @@ class Scenario(BaseModel):
         reset_rate: Probability that a download is reset (TCP RST) after about half its body.
         stall_rate: Probability that a download body pauses `stall_seconds` after about half.
         stall_seconds: Length of those pauses, in real seconds.
+        slow_rate: Probability that a download body is paced at `slow_bandwidth` (drawn apart
+            from the three faults above, so a slow body may also break).
+        slow_bandwidth: Bytes per real second of those slow bodies.
         range_support: False makes downloads ignore ``Range`` and ``If-Range`` (always 200 with
             the whole body) and drop ``Accept-Ranges``, like a server without range support.
         etag_changes: True gives every download response a fresh ``ETag`` and
@@ -125,10 +135,18 @@ class Scenario(BaseModel):
             or not (``"disabled"``: 405, as the published image service answers).
         archive_delay: Simulated seconds PiXYZ takes to pack a job's outputs archive after the
             first request for it (which answers 425, as does every request until it is packed).
+        unknown_status_rate: Probability that a job, partway through its render, shows for a
+            while a native status its API might add one day but clients do not know (Magic
+            Hour ``paused``, Pixy ``postprocessing``, PiXYZ ``PROGRESS``) in status reads
+            (single and listed), then goes on as before. The window starts between 30% and 60%
+            of the render and lasts a fifth of it, so a client polling a few times per render
+            sees it for a poll or two; it never hides a terminal status.
 
     The download switches apply to output files, blobs and archives (``/_sim/files/``,
-    ``/_sim/blobs/``, ``/_sim/archives/``), never to API or control routes; they draw from
-    their own random stream, so turning them on does not change job outcomes or API faults.
+    ``/_sim/blobs/``, ``/_sim/archives/``) and to PiXYZ's file and archive routes, never to
+    control routes; they draw from their own random stream, so turning them on does not change
+    job outcomes or API faults. Likewise slow bodies and unknown statuses have streams of their
+    own: a scenario without them draws exactly what it drew before they existed.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -144,18 +162,23 @@ class Scenario(BaseModel):
     video_bytes: int = Field(default=256 * 1024, ge=64)
     http_error_rate: float = Field(default=0.0, ge=0, le=1)
     rate_limit_rate: float = Field(default=0.0, ge=0, le=1)
+    rate_limit_burst: tuple[int, int] = (1, 1)
     retry_after: float = Field(default=1.0, ge=0)
+    api_reset_rate: float = Field(default=0.0, ge=0, le=1)
     deleted_read: Literal["disabled", "not_found"] = "disabled"
     basename: Literal["per_project", "unique"] = "per_project"
     truncate_rate: float = Field(default=0.0, ge=0, le=1)
     reset_rate: float = Field(default=0.0, ge=0, le=1)
     stall_rate: float = Field(default=0.0, ge=0, le=1)
     stall_seconds: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    slow_rate: float = Field(default=0.0, ge=0, le=1)
+    slow_bandwidth: float = Field(default=256 * 1024, gt=0, allow_inf_nan=False)
     range_support: bool = True
     etag_changes: bool = False
     bandwidth: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     pixy_update: Literal["disabled", "enabled"] = "disabled"
     archive_delay: Duration = (1.0, 3.0)
+    unknown_status_rate: float = Field(default=0.0, ge=0, le=1)
 
     @field_validator("queue_delay", "render_time", "archive_delay", mode="before")
     @classmethod
@@ -174,6 +197,23 @@ class Scenario(BaseModel):
             )
         return value
 
+    @field_validator("rate_limit_burst", mode="before")
+    @classmethod
+    def _coerce_burst(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return (value, value)
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("rate_limit_burst")
+    @classmethod
+    def _check_burst(cls, value: tuple[int, int]) -> tuple[int, int]:
+        low, high = value
+        if low < 1 or high < low:
+            raise ValueError(
+                f"must be a count >= 1 or a range (low, high), 1 <= low <= high: {value}"
+            )
+        return value
+
     @field_validator("image_size")
     @classmethod
     def _check_size(cls, value: tuple[int, int]) -> tuple[int, int]:
@@ -187,8 +227,8 @@ class Scenario(BaseModel):
         # Each draw picks at most one outcome / one fault, so the probabilities must fit in 1.
         if self.failure_rate + self.cancel_rate > 1:
             raise ValueError("failure_rate + cancel_rate must not exceed 1")
-        if self.http_error_rate + self.rate_limit_rate > 1:
-            raise ValueError("http_error_rate + rate_limit_rate must not exceed 1")
+        if self.http_error_rate + self.rate_limit_rate + self.api_reset_rate > 1:
+            raise ValueError("http_error_rate + rate_limit_rate + api_reset_rate must not exceed 1")
         if self.truncate_rate + self.reset_rate + self.stall_rate > 1:
             raise ValueError("truncate_rate + reset_rate + stall_rate must not exceed 1")
         return self
@@ -242,5 +282,43 @@ SCENARIOS: dict[str, Scenario] = {
         render_time=(600.0, 1200.0),
         image_size=(64, 64),
         video_bytes=64 * 1024,
+    ),
+    # Everything at once, for end-to-end runs of every provider (tests/test_chaos.py,
+    # benchmarks/bench_chaos.py). On API requests: 5% 5xx, 2% connection resets, and 429
+    # bursts (1% of requests start one of 3–6 consecutive 429s, Retry-After 50 ms). On
+    # download bodies: 3% truncated, 2% reset, 2% stalled for a second, 5% slowed to
+    # 256 KiB/s. Jobs: 5% fail, 2% are canceled, 5% show an unknown native status for a while
+    # mid-render. PiXYZ archives take 20–60 s to pack, so they answer 425 several times.
+    #
+    # URLs expire 30 simulated seconds after the reply that issued them, as asked of the
+    # scenario. Time runs 20× real time, so that is 1.5 s of real time, and renders of 5–20
+    # simulated seconds take 0.25–1 s: a URL used at once never expires, one used after a
+    # stall, a slow or broken first attempt, or a wait for a download slot sometimes does,
+    # and the client must re-read the job for a fresh one. Faster clocks make expiry the rule
+    # rather than the exception: at 100× (0.3 s) a thousand-job run on two cores, where the
+    # CPU-bound client queues downloads for a second or two, met an expired URL on most of
+    # its downloads; at 1000× (30 ms) nearly every one would.
+    "chaos": Scenario(
+        time_scale=20.0,
+        queue_delay=(1.0, 3.0),
+        render_time=(5.0, 20.0),
+        failure_rate=0.05,
+        cancel_rate=0.02,
+        url_ttl=30.0,
+        image_size=(128, 128),
+        video_bytes=128 * 1024,
+        http_error_rate=0.05,
+        api_reset_rate=0.02,
+        rate_limit_rate=0.01,
+        rate_limit_burst=(3, 6),
+        retry_after=0.05,
+        truncate_rate=0.03,
+        reset_rate=0.02,
+        stall_rate=0.02,
+        stall_seconds=1.0,
+        slow_rate=0.05,
+        slow_bandwidth=256 * 1024,
+        archive_delay=(20.0, 60.0),
+        unknown_status_rate=0.05,
     ),
 }

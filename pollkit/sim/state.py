@@ -95,6 +95,8 @@ class Job:
         canceled_at: When a user canceled it, if they did.
         deleted: Whether it was deleted.
         status_requests: How many GETs of it were answered.
+        unknown_window: Simulated times ``[start, end)`` during which status reads show the
+            dialect's unknown native status (`Scenario.unknown_status_rate`), or None.
     """
 
     id: str
@@ -110,6 +112,7 @@ class Job:
     canceled_at: float | None = None
     deleted: bool = False
     status_requests: int = 0
+    unknown_window: tuple[float, float] | None = None
 
     @property
     def finishes_at(self) -> float:
@@ -168,6 +171,7 @@ class SimState:
         # Separate streams, so that e.g. planning an outcome does not shift later ids.
         self._job_rng = random.Random(f"{scenario.seed}:jobs")
         self._id_rng = random.Random(f"{scenario.seed}:ids")
+        self._unknown_rng = random.Random(f"{scenario.seed}:unknown-status")
         self._plans: deque[PlanEntry] = deque()
         self._sign_key = hashlib.sha256(f"pollkit-sim:{scenario.seed}:{api_key}".encode()).digest()
         self.requests_total = 0
@@ -178,6 +182,8 @@ class SimState:
         self.blob_bytes_served = 0
         self.archive_bytes_served = 0
         self.download_faults: Counter[str] = Counter(dict.fromkeys(BODY_FAULTS, 0))
+        self.faults: Counter[str] = Counter()
+        self._shown_unknown: set[str] = set()
         # Told of every job created, canceled or deleted (the event streams follow them).
         self.job_listeners: list[Callable[[Job], None]] = []
         self.push_counts: Counter[str] = Counter(events=0, webhooks=0, webhook_failures=0)
@@ -292,6 +298,11 @@ class SimState:
                 outputs=files,
                 details=details,
             )
+            rate = self.scenario.unknown_status_rate
+            if rate > 0 and self._unknown_rng.random() < rate:
+                share = self._unknown_rng.uniform(0.3, 0.6)
+                start = job.created_at + queue_delay + render_time * share
+                job.unknown_window = (start, start + render_time / 5)
             self.jobs[job_id] = job
         self._changed(job)
         return job
@@ -322,6 +333,23 @@ class SimState:
             status = job.status(now)
         self._changed(job)
         return status
+
+    def shows_unknown_status(self, job: Job, now: float) -> bool:
+        """Whether a status read of `job` at `now` shows the dialect's unknown native status.
+
+        Only while the job renders, inside its `Job.unknown_window`; each job that showed one
+        counts once in the stats' ``faults["unknown_status"]``.
+        """
+        window = job.unknown_window
+        if window is None or not window[0] <= now < window[1]:
+            return False
+        if job.status(now) != "rendering":
+            return False
+        with self.lock:
+            if job.id not in self._shown_unknown:
+                self._shown_unknown.add(job.id)
+                self.faults["unknown_status"] += 1
+        return True
 
     def delete(self, job: Job) -> None:
         """Mark a job deleted; one that has not finished stops (it reads as `canceled`)."""
@@ -404,7 +432,13 @@ class SimState:
         """
         with self.lock:
             self.download_faults[kind] += 1
+            self.faults[kind] += 1
             self.injected += 1
+
+    def count_fault(self, label: str) -> None:
+        """Record one fault or refusal in the stats' ``faults`` (see `stats`), by label."""
+        with self.lock:
+            self.faults[label] += 1
 
     def next_generation(self) -> int:
         """A new generation number for validators that change on every response."""
@@ -413,7 +447,17 @@ class SimState:
             return self._generation
 
     def stats(self) -> dict[str, Any]:
-        """The JSON document of ``GET /_sim/stats``."""
+        """The JSON document of ``GET /_sim/stats``.
+
+        ``requests.faults`` counts what the scenario and `Simulator.inject` did on purpose, by
+        kind: ``5xx``, ``429`` (other injected statuses under their code) and ``reset`` on API
+        requests; ``truncate``, ``reset_mid``, ``stall`` and ``slow`` on download bodies;
+        ``unknown_status`` (jobs that showed one). It also counts two refusals that follow
+        from the scenario's timings, not from a draw: ``url_expired`` (signed URLs refused as
+        expired) and ``archive_not_ready`` (PiXYZ archive requests answered 425). Only the
+        faults that failed a request count in ``requests.injected``. Each job's row gives its
+        ``unknown_status_window`` (simulated ``[start, end)``, or None).
+        """
         with self.lock:
             now = self.clock.now()
             jobs = list(self.jobs.values())
@@ -426,6 +470,7 @@ class SimState:
                 "blob_bytes_served": self.blob_bytes_served,
                 "archive_bytes_served": self.archive_bytes_served,
                 "download_faults": dict(self.download_faults),
+                "faults": dict(self.faults),
             }
             push = dict(self.push_counts)
         rows = []
@@ -456,6 +501,7 @@ class SimState:
                     "render_time": job.render_time,
                     "finished_at": job.finished_at(now),
                     "status_requests": job.status_requests,
+                    "unknown_status_window": job.unknown_window,
                     "deleted": job.deleted,
                     "outputs": outputs,
                 }

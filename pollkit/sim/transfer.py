@@ -204,6 +204,10 @@ def _ignore(_: object) -> None:
     return None
 
 
+def _no_slowdown() -> float | None:
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """How one response is delivered: the scenario's switches and the hooks of the caller.
@@ -215,6 +219,8 @@ class Delivery:
         bandwidth: Bytes per real second, or None for as fast as the client reads.
         chunk_size: Largest single write.
         pick_fault: Called once, only when a body is about to be sent, for the fault to apply.
+        pick_slowdown: Called once, only when a body is about to be sent: a bandwidth to pace
+            this body at (the lower of it and `bandwidth` applies), or None.
         on_fault: Called with the fault when it takes effect.
         on_bytes: Called with the length of each body piece written.
     """
@@ -224,6 +230,7 @@ class Delivery:
     bandwidth: float | None = None
     chunk_size: int = MAX_CHUNK
     pick_fault: Callable[[], Fault | None] = _no_fault
+    pick_slowdown: Callable[[], float | None] = _no_slowdown
     on_fault: Callable[[Fault], None] = _ignore
     on_bytes: Callable[[int], None] = _ignore
 
@@ -290,6 +297,9 @@ async def _send_body(
     fault = delivery.pick_fault()
     cut = length // 2 if fault is not None else -1
     bandwidth = delivery.bandwidth
+    slow = delivery.pick_slowdown()
+    if slow is not None:
+        bandwidth = slow if bandwidth is None else min(bandwidth, slow)
     limit = delivery.chunk_size
     if bandwidth is not None:
         limit = max(1, min(limit, int(bandwidth * _PACING_STEP)))
@@ -366,7 +376,12 @@ async def serve(request: web.Request, entity: Entity, delivery: Delivery) -> web
     response.content_type = entity.media_type
     length = last - first + 1
     response.content_length = length
-    await response.prepare(request)
+    try:
+        await response.prepare(request)
+    except ConnectionError:
+        # The client gave up before the headers went out (its read timeout, say).
+        logger.debug("client left before %s %s was answered", request.method, request.path)
+        return response
     if request.method == "HEAD" or length == 0:
         await response.write_eof()
         return response

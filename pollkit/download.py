@@ -258,17 +258,20 @@ class Downloader:
             progress=progress or self.progress,
         )
         current = output
+        refused = False  # the server refused `current` as expired
 
         async def attempt() -> SavedFile:
-            nonlocal current
-            if refresh is not None and _expired(current):
+            nonlocal current, refused
+            # Refreshed right before it is used, not when the refusal came: a URL fetched
+            # before the retry's backoff wait could expire during it (short-lived URLs do).
+            if refresh is not None and (refused or _expired(current)):
+                _log.debug("URL of %s expired; re-reading the job", target.path.name)
                 current = await refresh(current)
+                refused = False
             try:
                 return await self._attempt(current, target, job_id)
             except URLExpired:
-                if refresh is not None:
-                    _log.debug("URL of %s expired; re-reading the job", target.path.name)
-                    current = await refresh(current)
+                refused = True
                 raise
 
         retrying = backoff.on_exception(

@@ -648,6 +648,7 @@ class Scheduler:
 
     async def _finish(self, job: _Job, state: JobState) -> None:
         paths: tuple[Path, ...] = ()
+        extracted: tuple[Path, ...] = ()
         digests: tuple[str, ...] = ()
         error: BaseException | None = None
         if self.download_outputs and state.status is Status.COMPLETE and state.outputs:
@@ -664,6 +665,7 @@ class Scheduler:
                 error = exc
             else:
                 paths = tuple(f.path for f in saved)
+                extracted = tuple(p for f in saved for p in f.extracted)
                 digests = tuple(f.sha256 for f in saved)
                 for output, file in zip(state.outputs, saved, strict=True):
                     self._emit(
@@ -683,6 +685,7 @@ class Scheduler:
         result = Result(
             state=state,
             downloaded_paths=paths,
+            extracted_paths=extracted,
             sha256=digests,
             polls=job.polls,
             submitted_at=job.submitted_at,

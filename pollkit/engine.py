@@ -87,7 +87,10 @@ class Engine:
                 try:
                     await self.transport.send(request)
                 except APIError as exc:
-                    if isinstance(exc, AuthenticationError):
+                    # A server that is down (5xx, or 429 after the retries) says nothing of the
+                    # key: that error is raised as it is, and the next call checks again.
+                    transient = exc.status_code >= 500 or exc.status_code == 429
+                    if isinstance(exc, AuthenticationError) or transient:
                         raise
                     raise AuthenticationError(
                         status_code=exc.status_code,

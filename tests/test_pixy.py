@@ -16,6 +16,7 @@ from pollkit import (
     ConfigurationError,
     InvalidRequest,
     NotFound,
+    ServerError,
     Status,
     UnsupportedOperation,
 )
@@ -89,6 +90,19 @@ async def test_a_refused_key_fails_at_the_key_check_before_any_other_request(
             pass
     assert "pk_wrong_key" not in str(info.value)
     assert sim.stats()["requests"]["by_route"] == {"POST /pixy/api_key/verify": 1}
+
+
+async def test_a_server_down_at_the_key_check_is_not_a_refused_key(sim: Simulator) -> None:
+    sim.inject(status=503, count=2, path_prefix="/pixy/api_key/verify")
+    provider = Pixy(api_key=sim.api_key, base_url=sim.urls["pixy"])
+    client = PixyClient(provider, retry=FAST_RETRY.model_copy(update={"max_attempts": 2}))
+    try:
+        with pytest.raises(ServerError, match="HTTP 503"):
+            await client.start()  # both attempts answered 503
+        job = await client.submit(IMAGE)  # checks the key again: the server is back
+    finally:
+        await client.aclose()
+    assert job.kind == "image"
 
 
 async def test_invalid_properties_send_nothing(sim: Simulator, client: PixyClient) -> None:

@@ -145,9 +145,9 @@ class AsyncClient:
 
     def _on(self, base_url: str | None) -> Engine:
         """The engine for the client's server, or for another one given to a call."""
-        if base_url is None or base_url.rstrip("/") == self.provider.base_url:
+        key = None if base_url is None else base_url.rstrip("/")
+        if key is None or key == self.provider.base_url:
             return self._engine
-        key = base_url.rstrip("/")
         if key not in self._elsewhere:
             provider = self.provider.with_base_url(key)
             self._elsewhere[key] = Engine(provider, self._transport, rng=self._rng)

@@ -38,12 +38,11 @@ def _utcnow() -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class Watch:
-    """The end of a wait: the last state, how many polls it took and how many notifications
-    stood in for polls."""
+    """The end of a wait: the last state and how many polls it took (notifications that
+    stood in for polls are not counted)."""
 
     state: JobState
     polls: int
-    notified: int = 0
 
 
 class Engine:
@@ -199,9 +198,9 @@ class Engine:
             APIError, TransportError: A poll failed after its retries.
         """
         if push is None:
-            return await self._wait(job_id, kind, cadence, on_state, None, None)
+            return await self._wait(job_id, kind, cadence, on_state, None)
         with push.subscribe(job_id) as subscription:
-            return await self._wait(job_id, kind, cadence, on_state, push, subscription)
+            return await self._wait(job_id, kind, cadence, on_state, subscription)
 
     async def _wait(
         self,
@@ -209,12 +208,11 @@ class Engine:
         kind: str | None,
         cadence: Cadence,
         on_state: StateCallback | None,
-        push: Notifications | None,
         subscription: Subscription | None,
     ) -> Watch:
         started = self._clock()
         state, hints = await self.observe(job_id, kind)
-        polls, notified = 1, 0
+        polls = 1
         if on_state:
             on_state(state)
         while not state.is_terminal:
@@ -234,19 +232,18 @@ class Engine:
             if subscription is None:
                 await asyncio.sleep(delay)
             else:
-                if push is not None and push.live:
+                if subscription.live:
                     remaining = math.inf if cadence.timeout is None else cadence.timeout - elapsed
                     delay = min(max(delay, cadence.push_window), max(remaining, 0.0))
                 pushed = await self._next_pushed(subscription, delay, state)
             if pushed is not None:
                 state = pushed
-                notified += 1
             else:
                 state, hints = await self.observe(job_id, state.kind or kind, previous=state)
                 polls += 1
             if on_state:
                 on_state(state)
-        return Watch(state=state, polls=polls, notified=notified)
+        return Watch(state=state, polls=polls)
 
     async def _next_pushed(
         self, subscription: Subscription, timeout: float, previous: JobState

@@ -33,6 +33,11 @@ class Subscription:
         self._items: deque[Notification] = deque()
         self._wake = asyncio.Event()
 
+    @property
+    def live(self) -> bool:
+        """Whether the hub's source currently delivers."""
+        return self._hub.live
+
     def _put(self, item: Notification | None) -> None:
         if item is not None:
             self._items.append(item)

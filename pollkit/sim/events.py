@@ -155,8 +155,7 @@ class EventHub:
         event = _Event(len(self.log) + 1, job.dialect, job.id, kind, status)
         self.log.append(event)
         self._count("events")
-        published, self._published = self._published, asyncio.Event()
-        published.set()
+        self._wake_streams()
         if job.dialect == magichour.DIALECT and status in _WEBHOOK_EVENTS:
             for url, origin in self.webhooks:
                 self._spawn(self._deliver(url, origin, job, status))
@@ -189,6 +188,10 @@ class EventHub:
         """End every open stream; with `refuse`, answer new ones 503 until `accept`."""
         self.refusing = refuse
         self.generation += 1
+        self._wake_streams()
+
+    def _wake_streams(self) -> None:
+        """Wake every stream waiting for news (each waits on the event of its moment)."""
         published, self._published = self._published, asyncio.Event()
         published.set()
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol, runtime_checkable
 
+from pollkit._aio import wait_event
 from pollkit.http import Transport
 from pollkit.providers.base import Notification
 
@@ -48,10 +49,7 @@ class Subscription:
         drops (the caller should poll then)."""
         if not self._items:
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            except asyncio.TimeoutError:
-                return None
+            await wait_event(self._wake, timeout)
         return self._items.popleft() if self._items else None
 
 

@@ -15,7 +15,6 @@ code ``ambiguous_submit`` and submitted again only with ``resubmit_ambiguous=Tru
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 import logging
@@ -29,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pollkit._aio import wait_event
 from pollkit.core.cadence import DurationModel, PollHints, batch_poll_delay, learned_delay
 from pollkit.core.ratelimit import TokenBucket
 from pollkit.core.retry import retry_after_of
@@ -483,8 +483,7 @@ class Scheduler:
             wait = self._heap[0][0] - time.monotonic()
             if wait > 0:
                 self._wake.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
+                await wait_event(self._wake, wait)
                 continue
             _, _, job = heapq.heappop(self._heap)
             await slots.acquire()

@@ -35,6 +35,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from pollkit._aio import wait_event
 from pollkit.sim import magichour, pixy, pixyz
 from pollkit.sim.pixy_items import render as pixy_item
 from pollkit.sim.pixyz_replies import STORE, job_state
@@ -142,8 +143,7 @@ class EventHub:
             nap = _LONGEST_NAP
             if upcoming is not None:
                 nap = min(max((upcoming - now) / self.state.scenario.time_scale, 0.0), nap)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), nap)
+            await wait_event(self._wake, nap)
 
     def _check(self, job_id: str, now: float) -> None:
         job = self.state.jobs[job_id]
@@ -247,9 +247,7 @@ class EventHub:
             if blocks:
                 await reply.write("".join(blocks).encode())
                 continue
-            try:
-                await asyncio.wait_for(self._published.wait(), KEEPALIVE)
-            except asyncio.TimeoutError:
+            if not await wait_event(self._published, KEEPALIVE):
                 await reply.write(b": keep-alive\n\n")
 
 

@@ -27,7 +27,6 @@ once when the simulator shuts down. Faults (429, 5xx) on the initial response co
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import random
@@ -38,6 +37,7 @@ from typing import Any
 
 from aiohttp import web
 
+from pollkit._aio import wait_event
 from pollkit.sim.state import STATE, Job, SimState
 from pollkit.sim.transfer import abort_connection
 
@@ -364,8 +364,7 @@ async def _chunk(flux: _Flux0, run: _Run, response: web.StreamResponse) -> None:
 
 async def _wait(flux: _Flux0, seconds: float) -> None:
     """Sleep up to `seconds` of real time, or less if the simulator shuts down."""
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(flux.closing.wait(), min(max(seconds, 0.0), _WAKE))
+    await wait_event(flux.closing, min(max(seconds, 0.0), _WAKE))
 
 
 def _gone(request: web.Request) -> bool:

@@ -146,16 +146,21 @@ class PartFile:
         The caller counts `written` once this returned: bytes of a failed call may be partly
         on disk, and a resume starts from the file's real size anyway.
         """
-        assert self.handle is not None
         total = 0
         for piece in pieces:
             self.digest.update(piece)
-            view = memoryview(piece)
-            while view:  # a regular file takes it all, but write() may legally take less
-                done = self.handle.write(view)
-                view = view[done or 0 :]
+            self.append(piece)
             total += len(piece)
         return total
+
+    def append(self, data: bytes | memoryview) -> None:
+        """Append `data` without hashing it: the caller hashes it next (`digest.update`), in
+        another thread while the next bytes are appended, and counts it after that."""
+        assert self.handle is not None
+        view = memoryview(data)
+        while view:  # a regular file takes it all, but write() may legally take less
+            done = self.handle.write(view)
+            view = view[done or 0 :]
 
     def close(self) -> None:
         """Close the `.part`, which also releases the lock."""

@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 import aiohttp
 import backoff
 
+from pollkit import _bodysink as bodysink
 from pollkit._partfile import PartFile, file_matches
 from pollkit.archive import extract_zip
 from pollkit.core.cadence import PollHints, next_poll_delay
@@ -64,10 +65,14 @@ _log = logging.getLogger("pollkit.download")
 # Files smaller than this restart from zero instead of resuming: keeping a validator beside
 # them would cost a write per file for a transfer that takes milliseconds.
 RESUMABLE_FROM = 8 << 20
+# Bodies from this size on are received straight into reusable buffers (`pollkit._bodysink`),
+# at the cost of a new connection per file.
+TAKE_OVER_FROM = 4 << 20
 # Progress is reported in batches of at least this many bytes (or at the end of a file).
 _PROGRESS_BATCH = 4 << 20
 
 _T = TypeVar("_T")
+_A = TypeVar("_A")
 
 Refresh = Callable[[Output], Awaitable[Output]]
 #: The headers a download of this URL needs (a provider's `download_headers`).
@@ -464,41 +469,58 @@ class Downloader:
         total: int | None,
         job_id: str | None,
     ) -> None:
-        """Append the body to the `.part`, with one write in flight while the next is read.
+        """Append the body to the `.part`, hashing it on the way, one write in flight while the
+        next bytes are received; a large body is taken off aiohttp (`pollkit._bodysink`)."""
+        counter = _Counter(target, total)
+        try:
+            if (
+                self._bucket is None
+                and bodysink.can_take_over(reply)
+                and (reply.content_length or 0) >= TAKE_OVER_FROM
+            ):
+                # Appending one buffer while the one before is hashed: two threads, in order.
+                stages = (
+                    functools.partial(_disk_call, target.append, target, job_id),
+                    target.digest.update,
+                )
+                await bodysink.receive(
+                    reply,
+                    stages,
+                    executor=_WRITERS,
+                    on_written=counter.add,
+                    stall_timeout=self.policy.stall_timeout,
+                    buffer_size=self.policy.chunk_size,
+                )
+            else:
+                write = functools.partial(_disk_call, target.write, target, job_id)
+                await self._stream_pieces(reply, write, counter)
+        finally:
+            counter.flush()
 
-        Received pieces are passed on as they came (no joining, no copy on the event loop),
-        in batches of about `chunk_size` bytes: one thread hop per batch, strictly in order.
-        """
+    async def _stream_pieces(
+        self,
+        reply: aiohttp.ClientResponse,
+        write: Callable[[list[bytes]], int],
+        counter: _Counter,
+    ) -> None:
+        """aiohttp's pieces, passed on as they came (no joining, no copy on the event loop), in
+        batches of about `chunk_size` bytes: one thread hop per batch, strictly in order."""
         loop = asyncio.get_running_loop()
         chunk_size = self.policy.chunk_size
-        pending_progress = 0
         in_flight: asyncio.Future[int] | None = None
 
         async def settle() -> None:
-            # Wait for the write in flight and count it; a refusal of the disk is ours to name.
-            nonlocal in_flight, pending_progress
-            if in_flight is None:
-                return
-            future, in_flight = in_flight, None
-            try:
-                done = await future
-            except OSError as exc:
-                raise StorageError(
-                    f"disk refused: {exc.strerror}", job_id=job_id, path=str(target.part)
-                ) from exc
-            target.written += done
-            pending_progress += done
-            if pending_progress >= _PROGRESS_BATCH:
-                target.progress.advance_bytes(pending_progress)
-                target.progress.file_progress(target.path.name, target.written, total)
-                pending_progress = 0
+            nonlocal in_flight
+            if in_flight is not None:
+                future, in_flight = in_flight, None
+                counter.add(await future)
 
         async def submit(batch: list[bytes], size: int) -> None:
             nonlocal in_flight
             await settle()
             if self._bucket is not None:
                 await asyncio.sleep(self._bucket.reserve(size, time.monotonic()))
-            in_flight = loop.run_in_executor(_WRITERS, target.write, batch)
+            in_flight = loop.run_in_executor(_WRITERS, write, batch)
 
         batch: list[bytes] = []
         size = 0
@@ -527,11 +549,40 @@ class Downloader:
         finally:
             if in_flight is not None:
                 # Leaving on an error: let the last write land before the file is closed.
-                with contextlib.suppress(OSError):
-                    target.written += await in_flight
-            if pending_progress:
-                target.progress.advance_bytes(pending_progress)
-            target.progress.file_progress(target.path.name, target.written, total)
+                with contextlib.suppress(StorageError):
+                    counter.add(await in_flight)
+
+
+class _Counter:
+    """Counts bytes written to `target` and reports them to its progress in batches."""
+
+    def __init__(self, target: PartFile, total: int | None) -> None:
+        self._target = target
+        self._total = total
+        self._pending = 0
+
+    def add(self, written: int) -> None:
+        self._target.written += written
+        self._pending += written
+        if self._pending >= _PROGRESS_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        target = self._target
+        if self._pending:
+            target.progress.advance_bytes(self._pending)
+            self._pending = 0
+        target.progress.file_progress(target.path.name, target.written, self._total)
+
+
+def _disk_call(func: Callable[[_A], _T], target: PartFile, job_id: str | None, arg: _A) -> _T:
+    """`func(arg)` on `target` in the writer pool; a refusal of the disk is a `StorageError`."""
+    try:
+        return func(arg)
+    except OSError as exc:
+        raise StorageError(
+            f"disk refused: {exc.strerror}", job_id=job_id, path=str(target.part)
+        ) from exc
 
 
 def _log_retry(details: Any) -> None:

@@ -3,6 +3,7 @@ resuming from the bytes already on disk wherever the server allows it."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pollkit import AsyncClient, MagicHour, Output, RetryPolicy, Status, UnsafePath
+from pollkit import AsyncClient, MagicHour, Output, RetryPolicy, Status, UnsafePath, download
 from pollkit.cli import main
 from pollkit.download import Downloader
 from pollkit.http import Transport
@@ -36,6 +37,15 @@ VIDEO = FROZEN.model_copy(update={"video_bytes": 12 * MiB})
 REFETCH_BOUND = 2 * MiB
 
 
+@pytest.fixture(params=["aiohttp", "sink"])
+def receiver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test twice: the body read from aiohttp's stream, and taken off it by
+    `pollkit._bodysink` (as every body from `TAKE_OVER_FROM` on is)."""
+    threshold = 0 if request.param == "sink" else 1 << 62
+    monkeypatch.setattr(download, "TAKE_OVER_FROM", threshold)
+    return str(request.param)
+
+
 def counters(sim: Simulator | ThreadedSimulator) -> dict[str, Any]:
     return dict(sim.stats()["requests"])
 
@@ -57,6 +67,7 @@ def client_for(sim: Simulator, **kwargs: Any) -> AsyncClient:
     )
 
 
+@pytest.mark.usefixtures("receiver")
 @pytest.mark.parametrize("kind", ["truncate", "reset_mid"])
 async def test_broken_body_resumes_from_the_bytes_received(kind: str, tmp_path: Path) -> None:
     async with Simulator(VIDEO) as sim, client_for(sim) as client:
@@ -73,6 +84,7 @@ async def test_broken_body_resumes_from_the_bytes_received(kind: str, tmp_path: 
     assert output["size"] <= sent <= output["size"] + REFETCH_BOUND
 
 
+@pytest.mark.usefixtures("receiver")
 async def test_stalled_body_is_abandoned_and_the_range_retried(tmp_path: Path) -> None:
     async with (
         Simulator(VIDEO) as sim,
@@ -90,6 +102,42 @@ async def test_stalled_body_is_abandoned_and_the_range_retried(tmp_path: Path) -
     assert elapsed < 5, "the stall was waited out instead of detected"
 
 
+@pytest.mark.usefixtures("receiver")
+async def test_cancelled_mid_body_keeps_every_byte_received_and_resumes(tmp_path: Path) -> None:
+    """Cancelled while the server stalls halfway: the task ends at once, the bytes that reached
+    the disk stay in the `.part`, and the rerun asks for exactly the rest."""
+    size = 24 * MiB
+    async with Simulator(FROZEN) as sim, client_for(sim) as client:
+        url = f"{sim.url}/_sim/blobs/big.bin?size={size}"
+        sim.inject(kind="stall", count=1, path_prefix="/_sim/blobs/", stall_seconds=60)
+        halfway = asyncio.Event()
+
+        class Watch(RecordingSink):
+            def file_progress(self, name: str, done: int, total: int | None) -> None:
+                super().file_progress(name, done, total)
+                if done >= 8 * MiB:
+                    halfway.set()
+
+        task = asyncio.create_task(
+            client.download(Output(url=url), tmp_path, name="big.bin", progress=Watch())
+        )
+        await asyncio.wait_for(halfway.wait(), 30)
+        started = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert time.monotonic() - started < 5, "the cancellation waited for the stalled server"
+        kept = (tmp_path / "big.bin.part").stat().st_size
+        assert 8 * MiB <= kept <= size // 2
+        before = counters(sim)
+        saved = await client.download(Output(url=url), tmp_path, name="big.bin")
+        after = counters(sim)
+    assert saved.sha256 == sha256_file(saved.path) == blob_sha256(size, 0)
+    assert after["blob_bytes_served"] - before["blob_bytes_served"] == size - kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.bin"]
+
+
+@pytest.mark.usefixtures("receiver")
 @pytest.mark.parametrize(
     ("switch", "why"),
     [
@@ -111,6 +159,7 @@ async def test_resume_refused_restarts_cleanly(
     assert after["file_bytes_served"] - before["file_bytes_served"] > output["size"]  # restarted
 
 
+@pytest.mark.usefixtures("receiver")
 async def test_url_expiring_between_attempts_is_refreshed_and_the_range_continues(
     tmp_path: Path,
 ) -> None:
@@ -140,6 +189,7 @@ async def test_url_expiring_between_attempts_is_refreshed_and_the_range_continue
     assert output["size"] <= sent <= output["size"] + REFETCH_BOUND
 
 
+@pytest.mark.usefixtures("receiver")
 def test_random_faults_at_volume_through_the_command(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -72,7 +72,6 @@ TAKE_OVER_FROM = 4 << 20
 _PROGRESS_BATCH = 4 << 20
 
 _T = TypeVar("_T")
-_A = TypeVar("_A")
 
 Refresh = Callable[[Output], Awaitable[Output]]
 #: The headers a download of this URL needs (a provider's `download_headers`).
@@ -300,7 +299,8 @@ class Downloader:
                 except NotReady as exc:
                     not_ready = exc
                 finally:
-                    await loop.run_in_executor(_WRITERS, target.release)
+                    if target.handle is not None:  # a finished file closed it already
+                        await loop.run_in_executor(_WRITERS, target.release)
             # 425 Too Early: wait for the server to finish the file, outside the slot.
             polls += 1
             delay = next_poll_delay(
@@ -455,12 +455,7 @@ class Downloader:
     ) -> _T:
         """Run blocking work on `target` in the writer pool; an OS refusal is a StorageError."""
         loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(_WRITERS, func, *args)
-        except OSError as exc:
-            raise StorageError(
-                f"disk refused: {exc.strerror}", job_id=job_id, path=str(target.part)
-            ) from exc
+        return await loop.run_in_executor(_WRITERS, _disk_call, target, job_id, func, *args)
 
     async def _stream(
         self,
@@ -480,7 +475,7 @@ class Downloader:
             ):
                 # Appending one buffer while the one before is hashed: two threads, in order.
                 stages = (
-                    functools.partial(_disk_call, target.append, target, job_id),
+                    functools.partial(_disk_call, target, job_id, target.append),
                     target.digest.update,
                 )
                 await bodysink.receive(
@@ -492,7 +487,7 @@ class Downloader:
                     buffer_size=self.policy.chunk_size,
                 )
             else:
-                write = functools.partial(_disk_call, target.write, target, job_id)
+                write = functools.partial(_disk_call, target, job_id, target.write)
                 await self._stream_pieces(reply, write, counter)
         finally:
             counter.flush()
@@ -528,7 +523,7 @@ class Downloader:
             while True:
                 try:
                     data, end_of_http_chunk = await reply.content.readchunk()
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError, asyncio.CancelledError):
                     if batch:  # received in order: keep it, do not fetch it again
                         await submit(batch, size)
                     await settle()
@@ -575,10 +570,10 @@ class _Counter:
         target.progress.file_progress(target.path.name, target.written, self._total)
 
 
-def _disk_call(func: Callable[[_A], _T], target: PartFile, job_id: str | None, arg: _A) -> _T:
-    """`func(arg)` on `target` in the writer pool; a refusal of the disk is a `StorageError`."""
+def _disk_call(target: PartFile, job_id: str | None, func: Callable[..., _T], *args: Any) -> _T:
+    """`func(*args)`, blocking work on `target`; a refusal of the disk is a `StorageError`."""
     try:
-        return func(arg)
+        return func(*args)
     except OSError as exc:
         raise StorageError(
             f"disk refused: {exc.strerror}", job_id=job_id, path=str(target.part)

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-from collections import deque
+import os
+import queue
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -34,7 +35,7 @@ __all__ = ["BodySink", "can_take_over", "receive"]
 
 _log = logging.getLogger("pollkit.download")
 
-#: One step every received buffer goes through, in order, in the executor (hash, write).
+#: One step every received buffer goes through, in order, in a thread of its own (write, hash).
 Stage = Callable[[memoryview], object]
 
 
@@ -53,8 +54,9 @@ def can_take_over(reply: aiohttp.ClientResponse) -> bool:
 
 class BodySink(asyncio.BufferedProtocol):
     """Receives `remaining` bytes into `buffers` buffers of `buffer_size` and passes each
-    through `stages` in `executor`: every stage sees every buffer in order, a buffer reaches
-    stage n+1 once stage n is done with it, and `on_written` counts it after the last.
+    through `stages`, each stage in a thread of its own (`_Stages`): every stage sees every
+    buffer in order, a buffer reaches stage n+1 once stage n is done with it, and `on_written`
+    counts it after the last.
 
     `finished` resolves once nothing more will arrive and every stage is done with what was
     received: the body is complete, the peer closed early (the caller sees the shortfall), or
@@ -69,7 +71,6 @@ class BodySink(asyncio.BufferedProtocol):
         remaining: int,
         stages: Sequence[Stage],
         *,
-        executor: Executor,
         on_written: Callable[[int], None],
         stall_timeout: float,
         buffer_size: int,
@@ -78,18 +79,18 @@ class BodySink(asyncio.BufferedProtocol):
         self._loop = asyncio.get_running_loop()
         self._transport: Any = transport
         self._remaining = remaining
-        self._stages = stages
-        self._executor = executor
+        self.stages = tuple(stages)
+        self._lane = _lane(len(self.stages))
         self._on_written = on_written
         self._stall_timeout = stall_timeout
         self._buffer_size = buffer_size
         self._free = [bytearray(buffer_size) for _ in range(buffers)]
         self._current: bytearray | None = self._free.pop()
         self._filled = 0
-        # Per stage, the received bytes waiting for it, in order, each with the buffer to
-        # recycle after the last stage (None for bytes that are not in one of ours).
-        self._queues: list[deque[tuple[memoryview, bytearray | None]]] = [deque() for _ in stages]
-        self._busy = [False] * len(stages)
+        self._seq = 0  # items handed to the stages
+        self._in_flight = 0  # of those, not back yet
+        #: Set by a stage thread: the first item a stage failed on (later ones are dropped).
+        self.failed_at: int | None = None
         self._receiving = True
         self._paused = False  # by us, waiting for a free buffer
         self._error: BaseException | None = None
@@ -103,8 +104,7 @@ class BodySink(asyncio.BufferedProtocol):
         """Write `head` (the body's bytes read before the switch) first, then take the
         transport over from `previous`, aiohttp's protocol."""
         if head:
-            self._queues[0].append((memoryview(head), None))
-            self._kick(0)
+            self._queue(memoryview(head), None)
         transport = self._transport
         if transport.is_closing():
             # Gone before the switch: aiohttp heard of it, and the caller finds the shortfall.
@@ -177,14 +177,13 @@ class BodySink(asyncio.BufferedProtocol):
     def _hand_over(self) -> None:
         """Queue the current buffer for writing and move on to a free one (or pause)."""
         assert self._current is not None
-        self._queues[0].append((memoryview(self._current)[: self._filled], self._current))
+        self._queue(memoryview(self._current)[: self._filled], self._current)
         self._current, self._filled = None, 0
         if self._free:
             self._current = self._free.pop()
         elif self._receiving and not self._paused:
             self._paused = True
             self._transport.pause_reading()
-        self._kick(0)
 
     def _check_stall(self) -> None:
         now = self._loop.time()
@@ -200,44 +199,37 @@ class BodySink(asyncio.BufferedProtocol):
 
     # --- writing ---------------------------------------------------------------------------
 
-    def _kick(self, stage: int) -> None:
-        queue = self._queues[stage]
-        if self._busy[stage] or not queue or self._stage_failed:
-            return
-        self._busy[stage] = True
-        future = self._loop.run_in_executor(self._executor, self._stages[stage], queue[0][0])
-        future.add_done_callback(functools.partial(self._stage_done, stage))
+    def report(self, item: _Item, error: BaseException | None, done: bool) -> None:
+        """From a stage thread: `item` is through (see `_passed`)."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            self._loop.call_soon_threadsafe(self._passed, item, error, done)
 
-    def _stage_done(self, stage: int, future: asyncio.Future[Any]) -> None:
+    def _queue(self, view: memoryview, owner: bytearray | None) -> None:
+        """Send received bytes down the stages (each in its own thread, see `_Stages`)."""
+        self._in_flight += 1
+        self._seq += 1
+        self._lane.put(_Item(self, self._seq, view, owner))
+
+    def _passed(self, item: _Item, error: BaseException | None, done: bool) -> None:
+        """Back on the loop: `item` went through every stage (`done`), failed in one, or was
+        dropped because an earlier item had failed."""
         try:
-            self._advance(stage, future)
-        except BaseException as exc:  # a bug here must fail the download, not hang it
-            if not self.finished.done():
-                self.finished.set_exception(exc)
-            raise
-
-    def _advance(self, stage: int, future: asyncio.Future[Any]) -> None:
-        """One stage finished a buffer: pass it on (or count it), start the stage's next."""
-        self._busy[stage] = False
-        view, owner = self._queues[stage].popleft()
-        error = future.exception()
-        if error is not None:
-            # The disk refused: nothing new starts; what is under way finishes (and counts).
-            if not self._stage_failed:
+            self._in_flight -= 1
+            if done:
+                self._on_written(len(item.view))
+            if error is not None and not self._stage_failed:
+                # The disk refused: nothing later starts; what is under way finishes (and counts).
                 self._stage_failed = True
                 self._error = error  # the disk's refusal outranks what it caused
                 if self._receiving:
                     self.abort()
-        elif stage + 1 < len(self._stages):
-            self._queues[stage + 1].append((view, owner))
-            self._kick(stage + 1)
-            owner = None  # not free yet
-        else:
-            self._on_written(len(view))
-        if owner is not None:
-            self._recycle(owner)
-        self._kick(stage)
-        self._settle()
+            if item.owner is not None:
+                self._recycle(item.owner)
+            self._settle()
+        except BaseException as exc:  # a bug here must fail the download, not hang it
+            if not self.finished.done():
+                self.finished.set_exception(exc)
+            raise
 
     def _recycle(self, buffer: bytearray) -> None:
         if self._current is None and self._receiving:
@@ -250,9 +242,7 @@ class BodySink(asyncio.BufferedProtocol):
 
     def _settle(self) -> None:
         """Resolve `finished` once nothing more will arrive and no stage has work left."""
-        if self._receiving or any(self._busy) or self.finished.done():
-            return
-        if any(self._queues) and not self._stage_failed:
+        if self._receiving or self._in_flight or self.finished.done():
             return
         if self._error is not None:
             self.finished.set_exception(self._error)
@@ -260,11 +250,79 @@ class BodySink(asyncio.BufferedProtocol):
             self.finished.set_result(None)
 
 
+@dataclass(slots=True)
+class _Item:
+    """Received bytes on their way through a sink's stages; `seq` orders them within it."""
+
+    sink: BodySink
+    seq: int
+    view: memoryview
+    owner: bytearray | None  # the sink's buffer to recycle afterwards, None for other bytes
+
+
+class _Stages:
+    """One thread per stage, each taking items from its own queue in order and passing them
+    straight to the next stage's: the event loop hands a buffer over once and hears back once,
+    and is never on the path from one stage to the next (each such hop would leave the hashing
+    thread, the slowest stage, idle while the loop got round to it).
+
+    Shared by every sink: with one thread per stage, a stage sees each sink's items in the
+    order they were received. An item whose sink failed at an earlier item is dropped, so a
+    failed write never leaves a gap that later bytes are written after.
+    """
+
+    def __init__(self, depth: int) -> None:
+        self._queues: list[queue.SimpleQueue[_Item]] = [queue.SimpleQueue() for _ in range(depth)]
+        for stage in range(depth):
+            threading.Thread(
+                target=self._work, args=(stage,), name=f"pollkit-stage-{stage}", daemon=True
+            ).start()
+
+    def put(self, item: _Item) -> None:
+        self._queues[0].put(item)
+
+    def _work(self, stage: int) -> None:
+        source = self._queues[stage]
+        following = self._queues[stage + 1] if stage + 1 < len(self._queues) else None
+        while True:
+            item = source.get()
+            sink = item.sink
+            error: BaseException | None = None
+            if sink.failed_at is not None and item.seq > sink.failed_at:
+                sink.report(item, None, False)  # after a failed one: never written
+                continue
+            try:
+                sink.stages[stage](item.view)
+            except BaseException as exc:
+                error = exc
+                sink.failed_at = (
+                    item.seq if sink.failed_at is None else min(sink.failed_at, item.seq)
+                )
+            if error is None and following is not None:
+                following.put(item)
+            else:
+                sink.report(item, error, error is None)
+
+
+_lanes: dict[int, _Stages] = {}
+_lanes_lock = threading.Lock()
+# A forked child has none of its parent's threads: it starts its own on first use.
+os.register_at_fork(after_in_child=_lanes.clear)
+
+
+def _lane(depth: int) -> _Stages:
+    """The process's stage threads for sinks with `depth` stages, started on first use."""
+    with _lanes_lock:
+        lane = _lanes.get(depth)
+        if lane is None:
+            lane = _lanes[depth] = _Stages(depth)
+        return lane
+
+
 async def receive(
     reply: aiohttp.ClientResponse,
     stages: Sequence[Stage],
     *,
-    executor: Executor,
     on_written: Callable[[int], None],
     stall_timeout: float,
     buffer_size: int,
@@ -287,7 +345,6 @@ async def receive(
         connection.transport,
         reply.content_length - len(head),
         stages,
-        executor=executor,
         on_written=on_written,
         stall_timeout=stall_timeout,
         buffer_size=buffer_size,

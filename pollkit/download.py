@@ -481,7 +481,6 @@ class Downloader:
                 await bodysink.receive(
                     reply,
                     stages,
-                    executor=_WRITERS,
                     on_written=counter.add,
                     stall_timeout=self.policy.stall_timeout,
                     buffer_size=self.policy.chunk_size,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import json
+import subprocess
+import sys
 
 import pollkit
 import pollkit.errors
@@ -38,3 +41,44 @@ def test_errors_are_also_builtin_kinds() -> None:
     assert issubclass(pollkit.ConfigurationError, ValueError)
     assert issubclass(pollkit.PollTimeout, TimeoutError)
     assert issubclass(pollkit.ReadTimeout, TimeoutError)
+
+
+def test_names_are_imported_on_first_use_and_the_download_command_stays_lean() -> None:
+    """`import pollkit` and `pollkit download` load only what they use (pollkit._lazy); every
+    exported name still resolves, and a wrong one fails as an attribute error would."""
+    probe = """
+import json, sys
+import pollkit
+after_import = sorted(m for m in ("aiohttp", "aiohttp.web", "pollkit.journal", "pollkit.sim")
+                      if m in sys.modules)
+names = {n: type(getattr(pollkit, n)).__name__ for n in pollkit.__all__}
+try:
+    pollkit.NoSuchThing
+except AttributeError as exc:
+    missing = str(exc)
+print(json.dumps({"after_import": after_import, "names": len(names), "missing": missing,
+                  "providers": pollkit.providers.MagicHour.__name__,
+                  "in_dir": sorted(set(pollkit.__all__) - set(dir(pollkit)))}))
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    report = json.loads(done.stdout)
+    assert report["after_import"] == []
+    assert report["names"] == len(pollkit.__all__)
+    assert report["missing"] == "module 'pollkit' has no attribute 'NoSuchThing'"
+    assert report["providers"] == "MagicHour"
+    assert report["in_dir"] == []
+
+    command = """
+import sys
+from pollkit.cli import main
+try:
+    main(["download", "--help"])
+except SystemExit:
+    pass
+print(",".join(m for m in ("aiohttp.web", "pollkit.journal", "pollkit.sim", "pollkit.client")
+               if m in sys.modules))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", command], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.splitlines()[-1] == ""

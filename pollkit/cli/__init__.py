@@ -3,38 +3,43 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
-from pollkit.cli import check_result as check_result
-from pollkit.cli import demo as demo
-from pollkit.cli import download as download
-from pollkit.cli import pixy as pixy
-from pollkit.cli import pixyz as pixyz
-from pollkit.cli import run as run
-from pollkit.cli import sim as sim
+__all__ = ["build_parser", "main"]
 
-__all__ = ["main"]
+#: Subcommand → its module, in the order `pollkit --help` lists them. A command imports only
+#: its own module: `pollkit download` does not load the simulator, the journal or the providers.
+_COMMANDS = {
+    "demo": "pollkit.cli.demo",
+    "run": "pollkit.cli.run",
+    "sim": "pollkit.cli.sim",
+    "check-result": "pollkit.cli.check_result",
+    "download": "pollkit.cli.download",
+    "pixy": "pollkit.cli.pixy",
+    "pixyz": "pollkit.cli.pixyz",
+}
 
-_COMMANDS = (demo, run, sim, check_result, download, pixy, pixyz)
 
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for every subcommand."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser for every subcommand, or for `only` that one when it is named."""
     parser = argparse.ArgumentParser(
         prog="pollkit",
         description="Submit, poll and download long-running generation jobs.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for command in _COMMANDS:
-        command.register(sub)
+    for name, module in _COMMANDS.items():
+        if only is None or name == only:
+            importlib.import_module(module).register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the process exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    command = args_list[0] if args_list and args_list[0] in _COMMANDS else None
+    args = build_parser(command).parse_args(args_list)
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Generator
 
@@ -47,6 +48,11 @@ def parse_retry_after(value: str | None) -> float | None:
     return seconds if seconds >= 0 else None
 
 
+# Shared: seeding a generator per call reads the OS's entropy, ~70 µs for every download.
+_RANDOM = random.Random()
+os.register_at_fork(after_in_child=_RANDOM.seed)  # children must not jitter alike
+
+
 def retry_delays(
     policy: RetryPolicy, rng: random.Random | None = None
 ) -> Generator[float, PollkitError | None, None]:
@@ -55,7 +61,7 @@ def retry_delays(
     `backoff` sends each failure into the generator, so a Retry-After carried by the error raises
     the wait for that attempt. Jitter is applied here (pass ``jitter=None`` to backoff).
     """
-    rng = rng or random.Random()
+    rng = rng or _RANDOM
     error = yield 0.0  # priming value, discarded by backoff
     attempt = 0
     while True:

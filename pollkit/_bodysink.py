@@ -7,8 +7,9 @@ in benchmarks/README.md). So once aiohttp has sent the request and read the stat
 headers (redirects, proxies, TLS, credentials and the connection limits all stay aiohttp's), a
 body of known length is taken over: the connection's transport is switched to a
 `asyncio.BufferedProtocol` that has the kernel copy bytes into a few preallocated buffers. Each
-full buffer then goes through stages in the writer pool (append to the file, then hash), each
-stage strictly in order, so one buffer is hashed while the next is written and a third fills.
+full buffer then goes through stages (append to the file, then hash), each in a thread of its
+own that hands the buffer straight to the next (`_Stages`), each strictly in order, so one
+buffer is hashed while the next is written and a third fills.
 When every buffer is waiting for the disk, reading pauses: memory stays at
 ``buffers × buffer_size`` however fast the network is.
 

@@ -2,7 +2,8 @@
 
 `import pollkit` used to import every module it exports: aiohttp's server side for the webhook
 receiver, every provider's models, the journal, the notebook helpers. A command that needs a
-fraction of that (``pollkit download``) paid about 0.15 s of start-up for the rest, on every run.
+fraction of that (``pollkit download``) loaded the rest on every run: 0.03-0.04 s and ~4 MB of
+RSS with cached bytecode (benchmarks/README.md, "Download experiments").
 A package's ``__init__`` now names where each export lives, and the module is imported when the
 name is first read; type checkers see ordinary imports under ``TYPE_CHECKING``.
 """

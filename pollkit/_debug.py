@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 __all__ = ["ENV_VAR", "debug_requested", "enable_debug_logging"]
 
@@ -19,7 +19,14 @@ ENV_VAR = "POLLKIT_DEBUG"
 _OFF = frozenset({"", "0", "false", "no", "off"})
 
 
-class _StderrHandler(logging.StreamHandler[TextIO]):
+# StreamHandler is generic for type checkers only: subscripting it at run time fails before 3.11.
+if TYPE_CHECKING:
+    _StreamHandler = logging.StreamHandler[TextIO]
+else:
+    _StreamHandler = logging.StreamHandler
+
+
+class _StderrHandler(_StreamHandler):
     """Writes to whatever `sys.stderr` is at the time (a test may swap it)."""
 
     def __init__(self) -> None:

@@ -1,10 +1,13 @@
 # The two commands of the README. Each one builds or refreshes .venv itself.
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit clean
+# Every Python pollkit declares (pyproject.toml's classifiers; a test keeps the two in step).
+PYTHONS := 3.10 3.11 3.12 3.13
+
+.PHONY: demo test test-all lint typecheck unit clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,5 +33,20 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
+# `make test` with the default interpreter (which must exist), then the suite again under every
+# other declared Python found on this machine, each in a venv of its own (.venv-X.Y). Lint and
+# mypy run once: their settings already target the lowest version.
+test-all: test
+	@default=$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	for v in $(PYTHONS); do \
+		if [ "$$v" = "$$default" ]; then continue; fi; \
+		if py=$$(.ci/find-python $$v); then \
+			echo "== Python $$v ($$py)"; \
+			$(MAKE) --no-print-directory unit PYTHON=$$py VENV=.venv-$$v || exit 1; \
+		else \
+			echo "== Python $$v: not on this machine, skipped"; \
+		fi; \
+	done
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf .venv .venv-* build *.egg-info

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 import aiohttp
 
+from pollkit.core import jsonbody
 from pollkit.core.cadence import capped_growth
 from pollkit.core.sse import ServerSentEvent, SSEDecoder, reconnect_headers
 from pollkit.errors import ConfigurationError, PollkitError
@@ -150,7 +150,7 @@ class StatusStream:
         if event.event != "status":
             return
         try:
-            data = json.loads(event.data)
+            data = jsonbody.loads(event.data)
             job_id, kind, body = data["job_id"], data.get("kind"), data["body"]
             if not isinstance(job_id, str) or not isinstance(body, dict):
                 raise TypeError("job_id must be a string and body an object")

@@ -15,11 +15,11 @@ endpoint on a private address (the default, 127.0.0.1) or behind your own authen
 
 from __future__ import annotations
 
-import json
 import logging
 
 from aiohttp import web
 
+from pollkit.core import jsonbody
 from pollkit.errors import ConfigurationError, PollkitError
 from pollkit.http import Transport
 from pollkit.notifications import Notifications
@@ -111,7 +111,7 @@ class WebhookReceiver:
     async def handle(self, request: web.Request) -> web.Response:
         """The aiohttp handler of the webhook route."""
         try:
-            payload = json.loads(await request.read())
+            payload = jsonbody.loads(await request.read())
             notification = self.provider.parse_notification(payload)
         except (ValueError, PollkitError) as exc:
             _log.warning("webhook refused: %s", exc)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from pollkit.core import jsonbody
 from pollkit.errors import ConfigurationError, ProtocolError, UnsupportedOperation
 from pollkit.models import JobState
 
@@ -106,13 +107,13 @@ class Response:
             ProtocolError: The body is not JSON.
         """
         try:
-            return json.loads(self.body)
-        # ValueError: not UTF-8, not JSON, or an integer longer than int() takes;
-        # RecursionError: arrays or objects nested deeper than the decoder goes.
-        except (ValueError, RecursionError) as exc:
+            return jsonbody.loads(self.body)
+        # Not UTF-8, not JSON, an integer longer than int() takes, or nested deeper than
+        # jsonbody.MAX_DEPTH: all ValueErrors.
+        except ValueError as exc:
             ctype = self.headers.get("Content-Type", "no content type")
             raise ProtocolError(
-                f"reply is not JSON (HTTP {self.status}, {ctype})",
+                f"reply is not JSON (HTTP {self.status}, {ctype}): {exc}",
                 operation=self.request.operation,
                 job_id=self.request.job_id,
             ) from exc

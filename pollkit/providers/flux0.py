@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from pollkit.core import jsonbody
 from pollkit.core.sse import ServerSentEvent, SSEDecoder, reconnect_headers
 from pollkit.errors import ConfigurationError, ProtocolError
 from pollkit.models import ErrorInfo, JobState, Status
@@ -200,7 +201,7 @@ class RunTracker:
         if self.state.is_terminal:
             return None
         try:
-            payload = json.loads(event.data)
+            payload = jsonbody.loads(event.data)
             if not isinstance(payload, dict):
                 raise ValueError("the data is not a JSON object")
             if event.event == "chunk":

@@ -23,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from pollkit.core.jsonbody import MAX_DEPTH
 from pollkit.core.naming import safe_name
 from pollkit.errors import ProtocolError
 from pollkit.models import ErrorInfo, JobState, Output, Status
@@ -829,6 +830,21 @@ def test_undecodable_json_is_a_protocol_error_naming_the_reply(body: bytes) -> N
     request = mh.status_requests("p1", "image")[0]
     with pytest.raises(ProtocolError, match=r"get project job p1: reply is not JSON \(HTTP 200"):
         reply(request, body).json()
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 2_000, 200_000])
+def test_a_reply_nested_beyond_the_limit_is_refused_on_every_python(depth: int) -> None:
+    # MAX_DEPTH + 1 is well within every interpreter's own decoder: the limit is pollkit's.
+    request = mh.status_requests("p1", "image")[0]
+    body = b'{"id": "p1", "x": ' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+    with pytest.raises(ProtocolError, match=rf"p1: reply is not JSON .*deeper than {MAX_DEPTH}"):
+        reply(request, body).json()
+    assert (
+        reply(
+            request, b'{"id": "p1", "x": ' + b"[" * (MAX_DEPTH - 1) + b"]" * (MAX_DEPTH - 1) + b"}"
+        ).json()["id"]
+        == "p1"
+    )
 
 
 def test_what_the_fixed_parsers_now_say() -> None:

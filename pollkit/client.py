@@ -213,6 +213,7 @@ class AsyncClient:
         kind: str | None = None,
         timeout: float | None = None,
         cadence: Cadence | None = None,
+        interval: float | None = None,
         on_state: Callable[[JobState], None] | None = None,
         base_url: str | None = None,
     ) -> JobState:
@@ -223,12 +224,21 @@ class AsyncClient:
             kind: The provider's job kind when known (saves a request on some APIs).
             timeout: Deadline in seconds; overrides the cadence's.
             cadence: Polling policy for this call.
+            interval: Poll every `interval` seconds instead, without growth or jitter (a
+                terminal's watch); not with `cadence`. The client's deadline still applies.
             on_state: Called with every state observed (a progress display, say).
             base_url: Another server of the same API for this call (same key and settings).
 
         Raises:
+            ConfigurationError: Both `cadence` and `interval`, or an interval that is not a
+                positive number of seconds.
             PollTimeout: Not terminal by the deadline (carries the last state).
         """
+        if interval is not None:
+            if cadence is not None:
+                raise ConfigurationError("wait takes a cadence or an interval, not both")
+            fixed = {"initial": interval, "maximum": interval, "multiplier": 1.0, "jitter": 0.0}
+            cadence = self.cadence.model_copy(update=fixed)
         watch = await self._on(base_url).wait(
             job_id,
             kind,
@@ -317,10 +327,19 @@ class AsyncClient:
 
     async def delete(
         self, job_id: str, *, kind: str | None = None, base_url: str | None = None
-    ) -> None:
+    ) -> JobState | None:
         """Delete a job and its outputs on the server (`base_url`: another server of the same
-        API)."""
-        await self._on(base_url).delete(job_id, kind)
+        API).
+
+        Returns:
+            The job as the server showed it on deletion where the API answers with it (Pixy's
+            soft delete: ``is_deleted`` in ``raw``; an unfinished job is `Status.CANCELED`),
+            else None.
+
+        Raises:
+            NotFound: No such job (or it was deleted already).
+        """
+        return await self._on(base_url).delete(job_id, kind)
 
     async def check_result(
         self,

@@ -259,9 +259,10 @@ class Engine:
             _log.warning("job %s: notification not understood, polling: %s", previous.job_id, exc)
             return None
 
-    async def delete(self, job_id: str, kind: str | None = None) -> None:
-        """Delete a job."""
-        await self.first_found(list(self.provider.delete_requests(job_id, kind)))
+    async def delete(self, job_id: str, kind: str | None = None) -> JobState | None:
+        """Delete a job; its last state when the API's reply carries it."""
+        response = await self.first_found(list(self.provider.delete_requests(job_id, kind)))
+        return self.provider.parse_deleted(response, _utcnow())
 
     async def cancel(self, job_id: str, kind: str | None = None) -> None:
         """Cancel a job."""

@@ -1,7 +1,7 @@
 """`PixyClient`: `AsyncClient` plus the Pixy operations that are not about waiting for a job.
 
 Submitting, reading, waiting, batches and downloads are the generic client's. Pixy also lists
-its jobs (offset pages) and updates and soft-deletes them; the `Pixy` provider describes those
+its jobs (offset pages) and updates them; the `Pixy` provider describes those
 requests and parses their replies, and this client sends them through the same session, key
 check, retries and error mapping::
 
@@ -29,7 +29,8 @@ def _now() -> datetime:
 
 
 class PixyClient(AsyncClient):
-    """An `AsyncClient` for `Pixy`, with `list_page`, `list_all`, `update` and `delete_item`.
+    """An `AsyncClient` for `Pixy`, with `list_page`, `list_all` and `update` (`delete` returns
+    the soft-deleted job).
 
     Args:
         provider: The Pixy provider.
@@ -131,7 +132,9 @@ class PixyClient(AsyncClient):
             raise
         return self.pixy.parse_state(response, _now(), None)
 
-    async def delete_item(self, job_id: str, *, kind: str | None = None) -> JobState:
+    async def delete(
+        self, job_id: str, *, kind: str | None = None, base_url: str | None = None
+    ) -> JobState:
         """Soft-delete a job; returns it as the server last showed it (``is_deleted: true``;
         `Status.CANCELED` with reason ``deleted`` if it had not finished). Later reads of it
         raise `NotFound`.
@@ -139,7 +142,7 @@ class PixyClient(AsyncClient):
         Raises:
             NotFound: No such job (or it was deleted already).
         """
-        response = await self.send(self.pixy.delete_requests(job_id, kind))
+        response = await self._on(base_url).first_found(self.pixy.delete_requests(job_id, kind))
         return self.pixy.parse_state(response, _now(), None)
 
     def __repr__(self) -> str:

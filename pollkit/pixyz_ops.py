@@ -8,7 +8,7 @@ every PiXYZ route is one awaitable call::
     async with PixyzClient(Pixyz(api_key=key, base_url=url)) as pixyz:
         print(await pixyz.processes())
         job = await pixyz.submit({"process": "convert_file", "file": "part.step"})
-        state = await pixyz.watch(job.job_id, interval=1.0)
+        state = await pixyz.wait(job.job_id, interval=1.0)
         await pixyz.download_archive(job.job_id, "out")
 
 The `pollkit pixyz` command is built on it.
@@ -17,7 +17,7 @@ The `pollkit pixyz` command is built on it.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -25,7 +25,6 @@ from pollkit.client import AsyncClient
 from pollkit.download import SavedFile
 from pollkit.errors import ConfigurationError
 from pollkit.models import JobState
-from pollkit.policies import Cadence
 from pollkit.progress import ProgressSink
 from pollkit.providers.pixyz import Pixyz, parse_metrics
 
@@ -78,24 +77,6 @@ class PixyzClient(AsyncClient):
         ``raw``; ``error`` is the traceback there."""
         response = await self.send(self.pixyz.details_request(job_id))
         return self.pixyz.parse_details(response, datetime.now(timezone.utc))
-
-    async def watch(
-        self,
-        job_id: str,
-        *,
-        interval: float = 1.0,
-        timeout: float | None = None,
-        on_state: Callable[[JobState], None] | None = None,
-    ) -> JobState:
-        """Poll every `interval` seconds until the job is terminal.
-
-        Raises:
-            PollTimeout: Not terminal after `timeout` seconds (carries the last state).
-        """
-        cadence = Cadence(
-            initial=interval, maximum=interval, multiplier=1.0, jitter=0.0, timeout=timeout
-        )
-        return await self.wait(job_id, cadence=cadence, on_state=on_state)
 
     async def outputs(self, job_id: str) -> list[str]:
         """The names in the job's outputs directory (``GET /jobs/{uuid}/outputs``).

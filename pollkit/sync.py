@@ -7,20 +7,31 @@ Jupyter cell), where ``asyncio.run`` would refuse.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import threading
 import weakref
-from collections.abc import Coroutine, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
+from pollkit._loopthread import LoopThread
 from pollkit.client import AsyncClient
+from pollkit.download import SavedFile
 from pollkit.errors import ConfigurationError
-from pollkit.models import JobState, Result
+from pollkit.http import UploadProgress
+from pollkit.journal import Journal
+from pollkit.models import Event, JobState, Output, Result
 from pollkit.policies import Cadence
 from pollkit.progress import ProgressSink
-from pollkit.providers.base import Provider, Submission
+from pollkit.providers.base import Provider, Request, Response, Submission
 from pollkit.scheduler import BatchItem
 
 __all__ = ["Client"]
@@ -28,41 +39,7 @@ __all__ = ["Client"]
 T = TypeVar("T")
 
 
-class _LoopThread:
-    """An event loop running forever on a daemon thread."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self._run, name="pollkit-loop", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        try:
-            self.loop.run_forever()
-        finally:
-            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-            self.loop.close()
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        if threading.current_thread() is self.thread:
-            coro.close()
-            raise ConfigurationError("a pollkit Client cannot be called from its own loop thread")
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        try:
-            return future.result()
-        except BaseException:
-            future.cancel()  # Ctrl-C in the caller stops the work too
-            raise
-
-    def stop(self) -> None:
-        if self.loop.is_running():
-            self.loop.call_soon_threadsafe(self.loop.stop)
-        if threading.current_thread() is not self.thread:
-            self.thread.join(timeout=10)
-
-
-def _shutdown(runner: _LoopThread, client: AsyncClient) -> None:
+def _shutdown(runner: LoopThread, client: AsyncClient) -> None:
     try:
         runner.run(client.aclose())
     finally:
@@ -77,7 +54,7 @@ class Client:
     """
 
     def __init__(self, provider: Provider, **kwargs: Any) -> None:
-        self._runner = _LoopThread()
+        self._runner = LoopThread("pollkit-loop", owner="a pollkit Client")
         try:
             self._async = AsyncClient(provider, **kwargs)
         except BaseException:
@@ -111,9 +88,19 @@ class Client:
             raise ConfigurationError("this Client is closed")
         return self._runner.run(coro)
 
-    def submit(self, spec: Mapping[str, Any], *, base_url: str | None = None) -> Submission:
+    def start(self) -> None:
+        """See `AsyncClient.start`."""
+        self._run(self._async.start())
+
+    def submit(
+        self,
+        spec: Mapping[str, Any],
+        *,
+        on_upload: UploadProgress | None = None,
+        base_url: str | None = None,
+    ) -> Submission:
         """See `AsyncClient.submit`."""
-        return self._run(self._async.submit(spec, base_url=base_url))
+        return self._run(self._async.submit(spec, on_upload=on_upload, base_url=base_url))
 
     def get(self, job_id: str, *, kind: str | None = None, base_url: str | None = None) -> JobState:
         """See `AsyncClient.get`."""
@@ -126,20 +113,52 @@ class Client:
         kind: str | None = None,
         timeout: float | None = None,
         cadence: Cadence | None = None,
+        interval: float | None = None,
+        on_state: Callable[[JobState], None] | None = None,
         base_url: str | None = None,
     ) -> JobState:
         """See `AsyncClient.wait`."""
         return self._run(
-            self._async.wait(job_id, kind=kind, timeout=timeout, cadence=cadence, base_url=base_url)
+            self._async.wait(
+                job_id,
+                kind=kind,
+                timeout=timeout,
+                cadence=cadence,
+                interval=interval,
+                on_state=on_state,
+                base_url=base_url,
+            )
+        )
+
+    def send(
+        self, request: Request | Sequence[Request], *, on_upload: UploadProgress | None = None
+    ) -> Response:
+        """See `AsyncClient.send`."""
+        return self._run(self._async.send(request, on_upload=on_upload))
+
+    def download(
+        self,
+        output: Output,
+        directory: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        job_id: str | None = None,
+        progress: bool | ProgressSink = False,
+    ) -> SavedFile:
+        """See `AsyncClient.download`."""
+        return self._run(
+            self._async.download(output, directory, name=name, job_id=job_id, progress=progress)
         )
 
     def cancel(self, job_id: str, *, kind: str | None = None, base_url: str | None = None) -> None:
         """See `AsyncClient.cancel`."""
         self._run(self._async.cancel(job_id, kind=kind, base_url=base_url))
 
-    def delete(self, job_id: str, *, kind: str | None = None, base_url: str | None = None) -> None:
+    def delete(
+        self, job_id: str, *, kind: str | None = None, base_url: str | None = None
+    ) -> JobState | None:
         """See `AsyncClient.delete`."""
-        self._run(self._async.delete(job_id, kind=kind, base_url=base_url))
+        return self._run(self._async.delete(job_id, kind=kind, base_url=base_url))
 
     def check_result(
         self,
@@ -152,6 +171,7 @@ class Client:
         timeout: float | None = None,
         cadence: Cadence | None = None,
         progress: bool | ProgressSink = False,
+        submitted_at: datetime | None = None,
         base_url: str | None = None,
     ) -> Result:
         """See `AsyncClient.check_result`."""
@@ -165,29 +185,85 @@ class Client:
                 timeout=timeout,
                 cadence=cadence,
                 progress=progress,
+                submitted_at=submitted_at,
                 base_url=base_url,
             )
         )
 
-    def run(self, items: Iterable[BatchItem], **kwargs: Any) -> Iterator[Result]:
-        """See `AsyncClient.run`: the same arguments; yields results as jobs finish.
+    def events(
+        self,
+        items: Iterable[BatchItem],
+        *,
+        download_directory: str | os.PathLike[str],
+        journal: Journal | str | os.PathLike[str] | bool = True,
+        concurrency: int = 16,
+        rate: float | None = None,
+        timeout: float | None = None,
+        cadence: Cadence | None = None,
+        download_outputs: bool = True,
+        resubmit_ambiguous: bool = False,
+        on_event: Callable[[Event], None] | None = None,
+        progress: bool | ProgressSink = False,
+    ) -> Iterator[Event]:
+        """See `AsyncClient.events`: every event of a batch, as it happens.
 
         Stopping the iteration early (``break``) stops the batch; its journal stays consistent.
         """
-        stream = self._async.run(items, **kwargs)
+        return self._iterate(
+            self._async.events(
+                items,
+                download_directory=download_directory,
+                journal=journal,
+                concurrency=concurrency,
+                rate=rate,
+                timeout=timeout,
+                cadence=cadence,
+                download_outputs=download_outputs,
+                resubmit_ambiguous=resubmit_ambiguous,
+                on_event=on_event,
+                progress=progress,
+            )
+        )
 
-        async def step() -> Result:
-            return await stream.__anext__()
+    def run(
+        self,
+        items: Iterable[BatchItem],
+        *,
+        download_directory: str | os.PathLike[str],
+        journal: Journal | str | os.PathLike[str] | bool = True,
+        concurrency: int = 16,
+        rate: float | None = None,
+        timeout: float | None = None,
+        cadence: Cadence | None = None,
+        download_outputs: bool = True,
+        resubmit_ambiguous: bool = False,
+        on_event: Callable[[Event], None] | None = None,
+        progress: bool | ProgressSink = False,
+    ) -> Iterator[Result]:
+        """See `AsyncClient.run`: yields results as jobs finish.
 
-        try:
-            while True:
-                try:
-                    yield self._run(step())
-                except StopAsyncIteration:
-                    return
-        finally:
-            if self._finalizer.alive:
-                self._runner.run(stream.aclose())
+        Stopping the iteration early (``break``) stops the batch; its journal stays consistent.
+        """
+        return self._iterate(
+            self._async.run(
+                items,
+                download_directory=download_directory,
+                journal=journal,
+                concurrency=concurrency,
+                rate=rate,
+                timeout=timeout,
+                cadence=cadence,
+                download_outputs=download_outputs,
+                resubmit_ambiguous=resubmit_ambiguous,
+                on_event=on_event,
+                progress=progress,
+            )
+        )
+
+    def _iterate(self, stream: AsyncGenerator[T, None]) -> Iterator[T]:
+        if not self._finalizer.alive:
+            raise ConfigurationError("this Client is closed")
+        return self._runner.iterate(stream)
 
     def submit_and_check(
         self,

@@ -151,7 +151,7 @@ async def test_update_changes_the_item_where_patch_is_enabled(client: PixyClient
 
 async def test_soft_delete_then_reads_are_not_found(sim: Simulator, client: PixyClient) -> None:
     job = await client.submit(IMAGE)
-    deleted = await client.delete_item(job.job_id, kind="image")
+    deleted = await client.delete(job.job_id, kind="image")
     assert deleted.raw["is_deleted"] is True
     assert deleted.status is Status.CANCELED
     assert deleted.error is not None
@@ -161,7 +161,7 @@ async def test_soft_delete_then_reads_are_not_found(sim: Simulator, client: Pixy
     other = await client.submit(IMAGE)
     await client.delete(other.job_id, kind="image")  # the generic delete works too
     with pytest.raises(NotFound):
-        await client.delete_item(other.job_id, kind="image")
+        await client.delete(other.job_id, kind="image")
 
 
 async def test_list_all_pages_past_100_items_newest_first(
@@ -232,7 +232,7 @@ async def test_a_job_deleted_during_a_batch_is_polled_on_its_own_and_reported(
 
     def on_event(event: Event) -> None:
         if event.kind == "submitted" and event.key == "victim" and event.job_id:
-            deletions.append(asyncio.ensure_future(client.delete_item(event.job_id, kind="image")))
+            deletions.append(asyncio.ensure_future(client.delete(event.job_id, kind="image")))
 
     # A fixed interval: other jobs keep falling due together with the missing one.
     cadence = Cadence(initial=0.02, maximum=0.02, jitter=0.2, timeout=20)

@@ -287,7 +287,7 @@ async def _act(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         elif args.pixy_action == "update":
             state = await client.update(args.uid, changes, kind=args.type)
         else:
-            state = await client.delete_item(args.uid, kind=args.type)
+            state = await client.delete(args.uid, kind=args.type)
         return _state_json(state), ExitCode.OK
 
 

@@ -281,6 +281,10 @@ class Provider(ABC):
         """Requests that delete a job, to try in order while they answer 404."""
         raise UnsupportedOperation(f"{self.name} has no delete endpoint")
 
+    def parse_deleted(self, response: Response, observed_at: datetime) -> JobState | None:
+        """The job's last state from a delete's reply, where the API sends it (default: None)."""
+        return None
+
     def cancel_request(self, job_id: str, kind: str | None) -> Request:
         """The request that cancels a job."""
         raise UnsupportedOperation(f"{self.name} has no cancel endpoint")

@@ -304,6 +304,10 @@ class Pixy(Provider):
         uid = self._uid(job_id)
         return [self._request("DELETE", k, f"delete {k}", uid) for k in self._kinds(kind)]
 
+    def parse_deleted(self, response: Response, observed_at: datetime) -> JobState | None:
+        """The soft-deleted item (``is_deleted: true``), as the server last showed it."""
+        return self.parse_state(response, observed_at, None)
+
     def update_requests(
         self, job_id: str, kind: str | None, changes: Mapping[str, Any]
     ) -> Sequence[Request]:

@@ -199,7 +199,7 @@ class EventHub:
         """Serve streams again after a refusing `drop`."""
         self.refusing = False
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         """Stop webhook deliveries in flight and close their session."""
         for task in list(self._tasks):
             task.cancel()
@@ -311,7 +311,7 @@ def add_routes(app: web.Application) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        await hub.close()
+        await hub.aclose()
 
     app.cleanup_ctx.append(ticker)
 

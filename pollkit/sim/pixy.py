@@ -180,7 +180,7 @@ class _Webhooks:
         with self.state.lock:
             job.details["extra_logs"].setdefault(index, []).append(entry)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         """Stop every delivery and close the HTTP session."""
         tasks = list(self.tasks.values())
         for task in tasks:
@@ -373,7 +373,7 @@ async def _unrouted(request: web.Request) -> web.Response:
 
 
 async def _close_webhooks(app: web.Application) -> None:
-    await app[_WEBHOOKS].close()
+    await app[_WEBHOOKS].aclose()
 
 
 def add_routes(app: web.Application) -> None:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
-import threading
 from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 
+from pollkit._loopthread import LoopThread
 from pollkit.sim.app import InjectRequest, PlanRequest, build_app, dialect_urls
 from pollkit.sim.clock import SimClock
 from pollkit.sim.events import EVENTS, EventHub, stream_path
@@ -149,7 +148,7 @@ class Simulator:
         self.clock.restart()  # simulated time starts when clients can connect
         logger.info("simulator serving %s (scenario seed=%s)", self._url, self.scenario.seed)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         """Stop listening and close open connections. `__aexit__` calls this."""
         runner, self._runner = self._runner, None
         if runner is not None:
@@ -167,7 +166,7 @@ class Simulator:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.close()
+        await self.aclose()
 
     def plan_next(
         self,
@@ -287,8 +286,7 @@ class ThreadedSimulator:
         port: int = 0,
     ) -> None:
         self._sim = Simulator(scenario, api_key=api_key, host=host, port=port)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._runner: LoopThread | None = None
 
     @property
     def simulator(self) -> Simulator:
@@ -329,25 +327,6 @@ class ThreadedSimulator:
         """The simulated clock."""
         return self._sim.clock
 
-    def _serve(self, ready: threading.Event, failure: list[BaseException]) -> None:
-        loop = self._loop
-        assert loop is not None
-        try:
-            loop.run_until_complete(self._sim.start())
-        except BaseException as exc:
-            failure.append(exc)
-            ready.set()
-            loop.close()
-            return
-        ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(self._sim.close())
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.run_until_complete(loop.shutdown_default_executor())
-            loop.close()
-
     def start(self) -> None:
         """Start the server thread and wait until it listens.
 
@@ -355,29 +334,25 @@ class ThreadedSimulator:
             RuntimeError: Already started.
             OSError: The address could not be bound.
         """
-        if self._thread is not None:
+        if self._runner is not None:
             raise RuntimeError("the simulator is already running")
-        self._loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        failure: list[BaseException] = []
-        self._thread = threading.Thread(
-            target=self._serve, args=(ready, failure), name="pollkit-sim", daemon=True
-        )
-        self._thread.start()
-        ready.wait()
-        if failure:
-            self._thread.join()
-            self._thread = self._loop = None
-            raise failure[0]
+        runner = LoopThread("pollkit-sim", owner="a ThreadedSimulator")
+        try:
+            runner.run(self._sim.start())
+        except BaseException:
+            runner.stop()
+            raise
+        self._runner = runner
 
     def close(self) -> None:
-        """Stop the server and its thread."""
-        thread, loop = self._thread, self._loop
-        self._thread = self._loop = None
-        if thread is None or loop is None:
+        """Stop the server and its thread (idempotent)."""
+        runner, self._runner = self._runner, None
+        if runner is None:
             return
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
+        try:
+            runner.run(self._sim.aclose())
+        finally:
+            runner.stop()
 
     def __enter__(self) -> ThreadedSimulator:
         self.start()

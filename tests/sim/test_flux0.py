@@ -242,7 +242,7 @@ async def test_hang_mode_keeps_the_stream_open_but_stores_the_message(
         assert stored["data"][-1]["source"] == "ai_agent"
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(reply.content.read(1), 0.2)  # still open, nothing more
-        await sim.close()  # shutdown ends the open stream cleanly
+        await sim.aclose()  # shutdown ends the open stream cleanly
         assert await reply.content.read() == b""
 
 

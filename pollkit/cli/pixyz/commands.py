@@ -136,9 +136,7 @@ async def _watch(pixyz: PixyzClient, args: argparse.Namespace, job_id: str) -> J
                 f"Job [ {job_id} ] progress: {percent:03d}, status: {state.native_status} ({info})"
             )
 
-        return await pixyz.watch(
-            job_id, interval=args.interval, timeout=args.timeout, on_state=draw
-        )
+        return await pixyz.wait(job_id, interval=args.interval, timeout=args.timeout, on_state=draw)
 
 
 def _saved(path: Path) -> None:

@@ -104,8 +104,8 @@ from pollkit import (
     StorageError,
     UnsafePath,
 )
+from pollkit.batchfile import read_batch
 from pollkit.cli import main
-from pollkit.cli.run import read_batch
 from pollkit.models import JobState
 from pollkit.sim import Simulator, ThreadedSimulator
 from pollkit.sim.blobs import blob_sha256

@@ -4,31 +4,46 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from pollkit.batchfile import read_batch
 from pollkit.client import AsyncClient
 from pollkit.errors import AuthenticationError, ConfigurationError, PollkitError
 from pollkit.models import Result
 from pollkit.policies import Cadence
-from pollkit.providers.magichour import DEFAULT_BASE_URL, MagicHour
+from pollkit.providers.base import Provider
+from pollkit.providers.magichour import MagicHour
+from pollkit.providers.pixy import Pixy
+from pollkit.providers.pixyz import Pixyz
 from pollkit.scheduler import BatchItem
 
-__all__ = ["read_batch", "register"]
+#: The providers a batch file may name, by their --provider name.
+PROVIDERS: dict[str, type[MagicHour | Pixy | Pixyz]] = {
+    "magichour": MagicHour,
+    "pixy": Pixy,
+    "pixyz": Pixyz,
+}
 
-_EPILOG = """Each line of the file is one job, as JSON. For Magic Hour:
-  {"endpoint": "ai-image-generator", "body": {"image_count": 1, "style": {"prompt": "a fox"}},
-   "key": "optional-unique-key"}
-with any create endpoint. Bad lines are reported with their numbers before anything is sent.
+__all__ = ["PROVIDERS", "register"]
+
+_EPILOG = """Each line of the file is one job, as JSON: the spec exactly as submit() takes it,
+and an optional key that names the job in the journal:
+  {"key": "fox-1", "spec": {"tool": "ai-image-generator", "image_count": 1,
+                            "style": {"prompt": "a fox"}}}
+  {"spec": {"process": "convert_file", "file": "part.step"}}            (--provider pixyz)
+Magic Hour also takes its short form: {"endpoint": "ai-image-generator", "body": {...}}.
+Bad lines are reported with their numbers before anything is sent.
 
 The journal (default: DIR/.pollkit/journal.sqlite) records every job before it is submitted:
 run the same command again after a crash or Ctrl-C and it resumes, submitting nothing twice.
 
-environment: MAGIC_HOUR_API_KEY and MAGIC_HOUR_BASE_URL stand in for --api-key and --base-url.
+environment: each provider's key and URL variables stand in for --api-key and --base-url:
+MAGIC_HOUR_API_KEY / MAGIC_HOUR_BASE_URL, PIXY_API_KEY / PIXY_BASE_URL (and PIXY_SSO_URL),
+PIXYZ_API_KEY / PIXYZ_BASE_URL.
 
 exit status: 0 every job completed and its files were saved, 1 some job failed, was canceled
 or timed out, 2 bad usage or a bad line, 6 the API refused the key, 130 interrupted."""
@@ -44,9 +59,9 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("batch", metavar="JOBS.jsonl", help="one JSON spec per line (- for stdin)")
-    parser.add_argument("--provider", choices=("magichour",), default="magichour")
-    parser.add_argument("--base-url", default=None, help="API base URL ($MAGIC_HOUR_BASE_URL)")
-    parser.add_argument("--api-key", default=None, help="API key ($MAGIC_HOUR_API_KEY)")
+    parser.add_argument("--provider", choices=sorted(PROVIDERS), default="magichour")
+    parser.add_argument("--base-url", default=None, help="API base URL (default: its variable)")
+    parser.add_argument("--api-key", default=None, help="API key (default: its variable)")
     parser.add_argument("--download-dir", required=True, help="where outputs go")
     parser.add_argument("--concurrency", type=int, default=16, help="submits/polls at once")
     parser.add_argument("--rate", type=float, default=None, help="most submits per second")
@@ -67,48 +82,9 @@ def register(sub: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def read_batch(text: str, provider: MagicHour) -> list[BatchItem]:
-    """Parse and check every line; return (key, spec) items.
-
-    Raises:
-        ConfigurationError: Naming every bad line (up to 20) with its number.
-    """
-    items: list[BatchItem] = []
-    problems: list[str] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        try:
-            record = json.loads(line)
-            if not isinstance(record, dict):
-                raise ConfigurationError("a line must be a JSON object")
-            unknown = set(record) - {"endpoint", "body", "key"}
-            if unknown:
-                raise ConfigurationError(f"unknown fields {sorted(unknown)}")
-            endpoint, body, key = record.get("endpoint"), record.get("body", {}), record.get("key")
-            if not isinstance(endpoint, str) or not endpoint:
-                raise ConfigurationError("'endpoint' must name a create endpoint")
-            if not isinstance(body, dict):
-                raise ConfigurationError("'body' must be a JSON object")
-            if key is not None and (not isinstance(key, str) or not key):
-                raise ConfigurationError("'key' must be a non-empty string")
-            spec = {"tool": endpoint, **body}
-            provider.submit_request(spec)  # checks the spec; sends nothing
-        except (ValueError, ConfigurationError) as exc:
-            problems.append(f"line {number}: {exc}")
-            continue
-        items.append((key, spec) if key else spec)
-    if problems:
-        shown = "\n  ".join(problems[:20])
-        more = f"\n  … and {len(problems) - 20} more" if len(problems) > 20 else ""
-        raise ConfigurationError(f"{len(problems)} bad lines:\n  {shown}{more}")
-    if not items:
-        raise ConfigurationError("the batch has no job")
-    return items
-
-
-async def _run(args: argparse.Namespace, items: list[BatchItem], results: list[Result]) -> None:
-    provider = MagicHour(api_key=args.api_key, base_url=args.base_url)
+async def _run(
+    args: argparse.Namespace, provider: Provider, items: list[BatchItem], results: list[Result]
+) -> None:
     journal: Any = False if args.no_journal else (args.journal or True)
     show = sys.stderr.isatty() if args.progress is None else args.progress
     async with AsyncClient(provider, cadence=Cadence()) as client:
@@ -143,15 +119,17 @@ def _summary(results: list[Result], total: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run `run`; see the epilog for the exit status."""
-    args.api_key = args.api_key or os.environ.get("MAGIC_HOUR_API_KEY", "")
-    args.base_url = args.base_url or os.environ.get("MAGIC_HOUR_BASE_URL", DEFAULT_BASE_URL)
+    kind = PROVIDERS[args.provider]
+    api_key = args.api_key or os.environ.get(kind.ENV_API_KEY, "")
     results: list[Result] = []
     try:
         text = sys.stdin.read() if args.batch == "-" else Path(args.batch).read_text()
-        items = read_batch(text, MagicHour(api_key=args.api_key or "-", base_url=args.base_url))
-        if not args.api_key:
-            raise ConfigurationError("no API key: --api-key or $MAGIC_HOUR_API_KEY")
-        asyncio.run(_run(args, items, results))
+        # The specs are checked before the key: a bad file is reported even without one.
+        items = read_batch(text, kind(api_key=api_key or "-", base_url=args.base_url))
+        if not api_key:
+            raise ConfigurationError(f"no API key: --api-key or ${kind.ENV_API_KEY}")
+        provider = kind(api_key=api_key, base_url=args.base_url)
+        asyncio.run(_run(args, provider, items, results))
     except OSError as exc:
         print(f"pollkit run: {args.batch}: {exc.strerror}", file=sys.stderr)
         return 2

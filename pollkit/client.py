@@ -10,15 +10,13 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequenc
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
-
-import aiohttp
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pollkit.core.cadence import DurationModel
 from pollkit.download import Downloader, Refresh, SavedFile
 from pollkit.engine import Engine
 from pollkit.errors import ConfigurationError, URLExpired
-from pollkit.http import Transport, UploadProgress
+from pollkit.http import Body, Transport, UploadProgress
 from pollkit.journal import Journal, default_journal_path
 from pollkit.models import Event, JobState, Output, Result, Status
 from pollkit.notifications import Notifications, PushSource
@@ -26,6 +24,9 @@ from pollkit.policies import Cadence, DownloadPolicy, RetryPolicy
 from pollkit.progress import NullProgress, ProgressSink, TqdmProgress
 from pollkit.providers.base import Provider, Request, Response, Submission
 from pollkit.scheduler import BatchItem, Scheduler
+
+if TYPE_CHECKING:  # only a parameter's type: the transport owns every aiohttp call
+    import aiohttp
 
 __all__ = ["AsyncClient"]
 
@@ -270,10 +271,10 @@ class AsyncClient:
         *,
         media_type: str = "text/event-stream",
         retry: RetryPolicy | None = None,
-    ) -> aiohttp.ClientResponse:
+    ) -> Body:
         """Send a request the provider built and return the open response, to read as a
-        stream (server-sent events); close it when done. The initial response is retried like
-        any request; the key check runs first.
+        stream (server-sent events, with `Body.iter_chunks`); close it when done. The initial
+        response is retried like any request; the key check runs first.
 
         Raises:
             APIError: The server answered 4xx/5xx (after retries).

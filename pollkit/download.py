@@ -31,17 +31,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiohttp
-import backoff
-
-from pollkit import _bodysink as bodysink
 from pollkit._partfile import PartFile, file_matches
 from pollkit.archive import extract_zip
 from pollkit.core.cadence import PollHints, next_poll_delay
 from pollkit.core.naming import checksum_from_etag, extension, render_name, safe_name, url_basename
 from pollkit.core.ratelimit import TokenBucket
 from pollkit.core.resume import Partial, ResumeAction, decide, range_headers, total_size
-from pollkit.core.retry import is_retryable, retry_after_of, retry_delays
+from pollkit.core.retry import is_retryable, retry_after_of
 from pollkit.errors import (
     ChecksumMismatch,
     DownloadError,
@@ -52,7 +48,7 @@ from pollkit.errors import (
     UnsafePath,
     URLExpired,
 )
-from pollkit.http import Transport, error_for_status, redact_url, transport_error
+from pollkit.http import Body, Transport, error_for_status, redact_url
 from pollkit.models import JobState, Output
 from pollkit.policies import DownloadPolicy, RetryPolicy
 from pollkit.progress import NullProgress, ProgressSink
@@ -278,17 +274,12 @@ class Downloader:
                 refused = True
                 raise
 
-        retrying = backoff.on_exception(
-            retry_delays,
-            PollkitError,
-            max_tries=self.retry.max_attempts,
-            max_time=self.retry.max_elapsed,
+        retrying = self.transport.retrying(
+            attempt,
+            self.retry,
+            what=f"download {target.path.name}",
             giveup=lambda exc: not _retryable(exc, self.retry, refresh is not None),
-            jitter=None,
-            on_backoff=_log_retry,
-            logger=None,
-            policy=self.retry,
-        )(attempt)
+        )
         loop = asyncio.get_running_loop()
         started, polls = loop.time(), 0
         while True:
@@ -348,48 +339,36 @@ class Downloader:
         partial = target.partial()
         auth = self._auth(url) if self._auth is not None else {}
         headers = {"Accept-Encoding": "identity", **auth, **range_headers(partial)}
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=self.transport.timeout, sock_read=self.policy.stall_timeout
-        )
-        # Credentials must not follow a redirect to another host.
-        get = functools.partial(self.transport.session.get, allow_redirects=not auth)
-        started = time.perf_counter()
-        try:
-            async with get(url, headers=headers, timeout=timeout) as reply:
-                status = reply.status
-                self.transport.log.debug(
-                    "GET %s%s -> %d in %.1f ms (download headers)",
-                    redact_url(url),
-                    f" from byte {partial.size}" if partial else "",
-                    status,
-                    (time.perf_counter() - started) * 1000,
+        async with self.transport.download(
+            url,
+            headers,
+            stall_timeout=self.policy.stall_timeout,
+            follow_redirects=not auth,  # credentials must not follow a redirect to another host
+            job_id=job_id,
+        ) as reply:
+            status = reply.status
+            if status in (403, 410):
+                raise URLExpired(f"URL refused with HTTP {status}", job_id=job_id, url=url)
+            if status not in (200, 206, 416):
+                body = await reply.read()
+                answer = Response(
+                    status, reply.headers, body, Request("GET", url, "download", job_id)
                 )
-                if status in (403, 410):
-                    raise URLExpired(f"URL refused with HTTP {status}", job_id=job_id, url=url)
-                if status not in (200, 206, 416):
-                    body = await reply.read()
-                    answer = Response(
-                        status, reply.headers, body, Request("GET", url, "download", job_id)
-                    )
-                    raise error_for_status(answer) or DownloadError(
-                        f"unexpected HTTP {status}", job_id=job_id, url=url
-                    )
-                return await self._receive(reply, partial, target, job_id)
-        except PollkitError:
-            raise
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise transport_error(exc, operation="download", job_id=job_id, url=url) from exc
+                raise error_for_status(answer) or DownloadError(
+                    f"unexpected HTTP {status}", job_id=job_id, url=url
+                )
+            return await self._receive(reply, partial, target, job_id)
 
     async def _receive(
         self,
-        reply: aiohttp.ClientResponse,
+        reply: Body,
         partial: Partial | None,
         target: PartFile,
         job_id: str | None,
     ) -> SavedFile:
         total = total_size(reply.status, reply.headers)
         expected = target.expected_sha256 or checksum_from_etag(reply.headers.get("ETag"))
-        source = redact_url(str(reply.url))
+        source = redact_url(reply.url)
         action = decide(partial, reply.status, reply.headers)
         if (
             action is ResumeAction.RESTART
@@ -459,7 +438,7 @@ class Downloader:
 
     async def _stream(
         self,
-        reply: aiohttp.ClientResponse,
+        reply: Body,
         target: PartFile,
         total: int | None,
         job_id: str | None,
@@ -470,16 +449,15 @@ class Downloader:
         try:
             if (
                 self._bucket is None
-                and bodysink.can_take_over(reply)
                 and (reply.content_length or 0) >= TAKE_OVER_FROM
+                and reply.can_take_over()
             ):
                 # Appending one buffer while the one before is hashed: two threads, in order.
                 stages = (
                     functools.partial(_disk_call, target, job_id, target.append),
                     target.digest.update,
                 )
-                await bodysink.receive(
-                    reply,
+                await reply.receive_into(
                     stages,
                     on_written=counter.add,
                     stall_timeout=self.policy.stall_timeout,
@@ -493,7 +471,7 @@ class Downloader:
 
     async def _stream_pieces(
         self,
-        reply: aiohttp.ClientResponse,
+        reply: Body,
         write: Callable[[list[bytes]], int],
         counter: _Counter,
     ) -> None:
@@ -521,8 +499,8 @@ class Downloader:
         try:
             while True:
                 try:
-                    data, end_of_http_chunk = await reply.content.readchunk()
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError, asyncio.CancelledError):
+                    data, end_of_http_chunk = await reply.read_piece()
+                except (PollkitError, asyncio.CancelledError):
                     if batch:  # received in order: keep it, do not fetch it again
                         await submit(batch, size)
                     await settle()
@@ -577,15 +555,6 @@ def _disk_call(target: PartFile, job_id: str | None, func: Callable[..., _T], *a
         raise StorageError(
             f"disk refused: {exc.strerror}", job_id=job_id, path=str(target.part)
         ) from exc
-
-
-def _log_retry(details: Any) -> None:
-    _log.debug(
-        "download attempt %d failed (%s); retrying in %.2f s",
-        details["tries"],
-        details.get("exception"),
-        details["wait"],
-    )
 
 
 def _expired(output: Output) -> bool:

@@ -16,7 +16,7 @@ import math
 import re
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -24,6 +24,7 @@ import aiohttp
 import backoff
 
 from pollkit import __version__
+from pollkit import _bodysink as bodysink
 from pollkit._debug import debug_requested, enable_debug_logging
 from pollkit.core.retry import is_retryable, parse_retry_after, retry_delays
 from pollkit.errors import (
@@ -44,7 +45,14 @@ from pollkit.errors import (
 from pollkit.policies import RetryPolicy
 from pollkit.providers.base import Request, Response
 
-__all__ = ["Transport", "UploadProgress", "error_for_status", "redact_url", "transport_error"]
+__all__ = [
+    "Body",
+    "Transport",
+    "UploadProgress",
+    "error_for_status",
+    "redact_url",
+    "transport_error",
+]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -217,6 +225,116 @@ def _form_data(request: Request, on_upload: UploadProgress | None) -> Iterator[a
             reader.close()
 
 
+class Body:
+    """An open response whose body is still to be read: the only view of an aiohttp response
+    outside this module. Reading it raises pollkit's errors, never aiohttp's.
+
+    Args:
+        raw: The aiohttp response.
+        operation: What the request was for, in messages.
+        job_id: The job, in messages.
+    """
+
+    __slots__ = ("_job_id", "_operation", "_raw")
+
+    def __init__(self, raw: aiohttp.ClientResponse, *, operation: str, job_id: str | None) -> None:
+        self._raw = raw
+        self._operation = operation
+        self._job_id = job_id
+
+    @property
+    def status(self) -> int:
+        """The HTTP status."""
+        return self._raw.status
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The response headers (case-insensitive)."""
+        return self._raw.headers
+
+    @property
+    def content_length(self) -> int | None:
+        """The body's length in this reply, when the server said."""
+        return self._raw.content_length
+
+    @property
+    def url(self) -> str:
+        """The URL that answered (after redirects)."""
+        return str(self._raw.url)
+
+    def _error(self, exc: BaseException) -> PollkitError:
+        return transport_error(exc, operation=self._operation, job_id=self._job_id, url=self.url)
+
+    async def read(self) -> bytes:
+        """The whole (rest of the) body.
+
+        Raises:
+            TransportError: The connection broke or stalled.
+        """
+        try:
+            return await self._raw.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise self._error(exc) from exc
+
+    async def iter_chunks(self) -> AsyncIterator[bytes]:
+        """The body's bytes as they arrive.
+
+        Raises:
+            TransportError: The connection broke or stalled.
+        """
+        try:
+            async for chunk in self._raw.content.iter_any():
+                yield chunk
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise self._error(exc) from exc
+
+    async def read_piece(self) -> tuple[bytes, bool]:
+        """The next piece of the body as received, and whether it ends an HTTP chunk (``b""``
+        with False: the end of the body).
+
+        Raises:
+            TransportError: The connection broke or stalled.
+        """
+        try:
+            return await self._raw.content.readchunk()
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise self._error(exc) from exc
+
+    def can_take_over(self) -> bool:
+        """Whether `receive_into` can take the rest of the body off the socket."""
+        return bodysink.can_take_over(self._raw)
+
+    async def receive_into(
+        self,
+        stages: Sequence[bodysink.Stage],
+        *,
+        on_written: Callable[[int], None],
+        stall_timeout: float,
+        buffer_size: int,
+    ) -> None:
+        """Receive the rest of the body straight into reusable buffers passed through
+        `stages` (see `pollkit._bodysink`), then close the connection.
+
+        Raises:
+            Exception: Whatever a stage raised.
+            TransportError: The connection broke or stalled.
+        """
+        try:
+            await bodysink.receive(
+                self._raw,
+                stages,
+                on_written=on_written,
+                stall_timeout=stall_timeout,
+                buffer_size=buffer_size,
+            )
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise self._error(exc) from exc
+
+    def close(self) -> None:
+        """Close the connection (what was not read is dropped)."""
+        self._raw.close()
+
+
 class _SessionBox:
     """Holds the session a transport created, for the finalizer (which must not hold the
     transport itself)."""
@@ -341,7 +459,7 @@ class Transport:
         *,
         media_type: str = "text/event-stream",
         retry: RetryPolicy | None = None,
-    ) -> aiohttp.ClientResponse:
+    ) -> Body:
         """Send `request` and return the open response, to be read as a stream; the caller
         closes it. Only the initial response is retried (transient failures, as `send`).
 
@@ -352,19 +470,77 @@ class Transport:
         """
         attempt = self._retrying(request, retry or self.retry, self._open_once)
         raw: aiohttp.ClientResponse = await attempt(request, media_type)
-        return raw
+        return Body(raw, operation=request.operation, job_id=request.job_id)
 
-    def _retrying(self, request: Request, policy: RetryPolicy, func: _F) -> _F:
-        """`func` retried under `policy`, each failed attempt logged."""
+    @contextlib.asynccontextmanager
+    async def download(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        *,
+        stall_timeout: float,
+        follow_redirects: bool,
+        job_id: str | None,
+    ) -> AsyncIterator[Body]:
+        """``GET url`` for a download, once (the downloader decides what a retry resumes): the
+        open response, whatever its status. An aiohttp or socket error in the request, or while
+        the body is read inside the block, leaves it as pollkit's `TransportError`.
 
-        def giveup(exc: Exception) -> bool:
+        Args:
+            url: The file's URL.
+            headers: The request's headers (range, credentials).
+            stall_timeout: Seconds without a byte before `ReadTimeout`.
+            follow_redirects: Whether to follow redirects (never with credentials: they would
+                follow to another host).
+            job_id: The job, for messages.
+
+        Raises:
+            TransportError: No reply, or the body broke off.
+        """
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.timeout, sock_read=stall_timeout
+        )
+        started = time.perf_counter()
+        try:
+            async with self.session.get(
+                url, headers=dict(headers), timeout=timeout, allow_redirects=follow_redirects
+            ) as raw:
+                self.log.debug(
+                    "GET %s%s -> %d in %.1f ms (download headers)",
+                    redact_url(url),
+                    f" ({headers['Range']})" if "Range" in headers else "",
+                    raw.status,
+                    (time.perf_counter() - started) * 1000,
+                )
+                yield Body(raw, operation="download", job_id=job_id)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise transport_error(exc, operation="download", job_id=job_id, url=url) from exc
+
+    def retrying(
+        self,
+        func: _F,
+        policy: RetryPolicy,
+        *,
+        what: str,
+        giveup: Callable[[Exception], bool] | None = None,
+    ) -> _F:
+        """`func` retried under `policy` (its delays, attempts and time budget), each failed
+        attempt logged with `what` it was.
+
+        Args:
+            func: The coroutine function of one attempt.
+            policy: The retry policy.
+            what: Names the attempt in the log (``GET <url>``, without secrets).
+            giveup: Whether an error is final (default: not `is_retryable` under `policy`).
+        """
+
+        def final(exc: Exception) -> bool:
             return not is_retryable(exc, policy)
 
         def on_backoff(details: Any) -> None:
             self.log.debug(
-                "%s %s: attempt %d failed (%s), retrying in %.3f s",
-                request.method,
-                redact_url(request.url),
+                "%s: attempt %d failed (%s), retrying in %.3f s",
+                what,
                 details["tries"],
                 details.get("exception"),
                 details["wait"],
@@ -375,13 +551,16 @@ class Transport:
             PollkitError,
             max_tries=policy.max_attempts,
             max_time=policy.max_elapsed,
-            giveup=giveup,
+            giveup=giveup or final,
             jitter=None,
             on_backoff=on_backoff,
             logger=None,
             policy=policy,
         )(func)
         return wrapped
+
+    def _retrying(self, request: Request, policy: RetryPolicy, func: _F) -> _F:
+        return self.retrying(func, policy, what=f"{request.method} {redact_url(request.url)}")
 
     def _unsendable(self, request: Request, exc: Exception) -> ConfigurationError:
         """What aiohttp refusing to send `request` means: a header it will not write (a key

@@ -15,11 +15,9 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timezone
 
-import aiohttp
-
 from pollkit.client import AsyncClient
-from pollkit.errors import ConfigurationError, PollkitError
-from pollkit.http import redact_url
+from pollkit.errors import ConfigurationError, PollkitError, TransportError
+from pollkit.http import Body, redact_url
 from pollkit.models import JobState, Status
 from pollkit.policies import RetryPolicy
 from pollkit.providers.flux0 import Flux0, RunTracker
@@ -35,19 +33,17 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-async def _follow(
-    tracker: RunTracker, raw: aiohttp.ClientResponse, emit: StateSink
-) -> BaseException | None:
+async def _follow(tracker: RunTracker, raw: Body, emit: StateSink) -> BaseException | None:
     """Feed the stream to `tracker` until it ends; return the error that dropped it, if any."""
     emit(tracker.state)
     try:
-        async for chunk in raw.content.iter_any():
+        async for chunk in raw.iter_chunks():
             for state in tracker.feed(chunk, _now()):
                 emit(state)
             if tracker.state.is_terminal:
                 return None  # error, cancelled or an invalid block: close the stream ourselves
-    except (aiohttp.ClientError, OSError) as exc:
-        return exc
+    except TransportError as exc:
+        return exc.__cause__ or exc
     finally:
         raw.close()
     tracker.closed(_now())

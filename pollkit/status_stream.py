@@ -21,13 +21,11 @@ import logging
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-import aiohttp
-
 from pollkit.core import jsonbody
 from pollkit.core.cadence import capped_growth
 from pollkit.core.sse import ServerSentEvent, SSEDecoder, reconnect_headers
-from pollkit.errors import ConfigurationError, PollkitError
-from pollkit.http import Transport, redact_url
+from pollkit.errors import ConfigurationError, PollkitError, TransportError
+from pollkit.http import Body, Transport, redact_url
 from pollkit.notifications import Notifications
 from pollkit.policies import RetryPolicy
 from pollkit.providers.base import Notification, Request
@@ -134,14 +132,14 @@ class StatusStream:
             base = decoder.retry / 1000 if decoder.retry is not None else self.reconnect_delay
             await asyncio.sleep(capped_growth(base, 2.0, failures, self.max_reconnect_delay))
 
-    async def _read(self, raw: aiohttp.ClientResponse, decoder: SSEDecoder) -> str:
+    async def _read(self, raw: Body, decoder: SSEDecoder) -> str:
         """Publish the stream's events until it ends; say why it ended."""
         try:
-            async for chunk in raw.content.iter_any():
+            async for chunk in raw.iter_chunks():
                 for event in decoder.feed(chunk):
                     self._publish(event)
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
-            return type(exc).__name__
+        except TransportError as exc:
+            return str(exc)
         finally:
             raw.close()
         return "the server ended it"

@@ -3,11 +3,13 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# What the venv installs: everything for `make test`; `test-all`'s other venvs need only tests.
+EXTRAS ?= dev
 
 # Every Python pollkit declares (pyproject.toml's classifiers; a test keeps the two in step).
 PYTHONS := 3.10 3.11 3.12 3.13
 
-.PHONY: demo test test-all lint typecheck unit clean
+.PHONY: demo test test-all lint typecheck unit docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +17,7 @@ $(BIN)/python:
 # Reinstall only when the package metadata changed.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -42,11 +44,16 @@ test-all: test
 		if [ "$$v" = "$$default" ]; then continue; fi; \
 		if py=$$(.ci/find-python $$v); then \
 			echo "== Python $$v ($$py)"; \
-			$(MAKE) --no-print-directory unit PYTHON=$$py VENV=.venv-$$v || exit 1; \
+			$(MAKE) --no-print-directory unit PYTHON=$$py VENV=.venv-$$v EXTRAS=test || exit 1; \
 		else \
 			echo "== Python $$v: not on this machine, skipped"; \
 		fi; \
 	done
 
+# The documentation site from docs/ (mkdocs.yml) into site/; --strict turns every warning (a
+# broken link or anchor, a docstring mkdocstrings cannot read) into a failure.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf .venv .venv-* build *.egg-info
+	rm -rf .venv .venv-* build site *.egg-info

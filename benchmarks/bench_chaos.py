@@ -163,7 +163,8 @@ def readme_section(
         "over their journal until no submit is left ambiguous. Every completed job's outputs "
         "are checked by sha256 against the simulator's (PiXYZ archives: the extracted files), "
         "every failed or canceled job against the simulator's outcome (a canceled Pixy video "
-        "reads `error`, APIS.md 6.2). `url_expired` and `archive_not_ready` count refusals that "
+        "reads `error`, docs/apis/pixy.md#status-map). `url_expired` and `archive_not_ready` "
+        "count refusals that "
         "follow from the timings; the other faults were drawn. The calm peer: the same batch, "
         "seed and timings with every fault and failure off."
     )

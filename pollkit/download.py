@@ -75,7 +75,7 @@ AuthHeaders = Callable[[str], Mapping[str, str]]
 """Given an output whose URL stopped working, return the same output with a fresh URL."""
 
 # Disk work goes to a small dedicated pool: a slow write must never stall the event loop
-# (and with it every poll), and DOWNLOADS.md measured two threads never worse than more.
+# (and with it every poll), and docs/design/downloads.md measured two threads never worse than more.
 _WRITERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pollkit-write")
 
 

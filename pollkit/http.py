@@ -62,7 +62,7 @@ UploadProgress = Callable[[int], None]
 _log = logging.getLogger("pollkit.http")
 
 USER_AGENT = f"pollkit/{__version__}"
-# Downloads read 1 MiB at a time; aiohttp's 64 KiB default costs ~40% throughput (DOWNLOADS.md).
+# Downloads read 1 MiB at a time; aiohttp's 64 KiB costs ~40% (docs/design/downloads.md#chunk-size).
 READ_BUFSIZE = 1 << 20
 
 

@@ -1,4 +1,4 @@
-"""Push: follow a flux0-style run over its server-sent-event stream (APIS.md 5, 6.4).
+"""Push: follow a flux0-style run over its server-sent-event stream (docs/apis/flux0.md#status-map).
 
 `stream_run` is the thin I/O shell around `pollkit.providers.flux0.RunTracker`: it opens the
 ``create_event`` stream with the client's HTTP session (retrying the initial response like any

@@ -212,7 +212,7 @@ class Report:
 
 def _expected_status(job: dict[str, Any]) -> str:
     # A canceled Pixy video or subtitle reads `task_status: error` (the base library has no
-    # cancelled task status, APIS.md 6.2), and "either field reads error" makes it an error.
+    # cancelled task status, docs/apis/pixy.md), and "either field reads error" makes it an error.
     if job["dialect"] == "pixy" and job["kind"] != "image" and job["status"] == "canceled":
         return "error"
     return str(job["status"])

@@ -208,7 +208,7 @@ async def test_user_session_is_used_and_not_closed() -> None:
 
 
 async def test_a_flux0_time_budget_ends_the_retries_after_two_or_three_attempts() -> None:
-    # APIS.md 5.5: initial 1 ms, maximum 50 ms, exponent 1.1, a 100 ms budget.
+    # docs/apis/flux0.md#retries: initial 1 ms, maximum 50 ms, exponent 1.1, a 100 ms budget.
     policy = RetryPolicy.from_backoff(
         initial_interval=1, max_interval=50, exponent=1.1, max_elapsed_time=100
     )

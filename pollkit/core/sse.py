@@ -1,7 +1,7 @@
 """An incremental ``text/event-stream`` parser: bytes in, `ServerSentEvent` objects out.
 
 It follows the WHATWG "server-sent events" parsing rules (the rules flux0-style servers rely
-on, APIS.md 5.3 and 5.4) and does no I/O, so any transport can feed it whatever chunks the
+on, docs/apis/flux0.md#parsing-rules), does no I/O, so any transport can feed it whatever chunks the
 network hands over:
 
 * lines end in CRLF, LF or CR; a CRLF split across two chunks counts once;

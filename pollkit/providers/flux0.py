@@ -1,4 +1,4 @@
-"""flux0-style agent sessions (APIS.md 5): a run is one server-sent-event stream.
+"""flux0-style agent sessions (docs/apis/flux0.md): a run is one server-sent-event stream.
 
 A user message posted to a session (``create_event``) is answered by a ``text/event-stream`` of
 ``status`` blocks and JSON-Patch ``chunk`` blocks; the stream ends only when the server closes
@@ -7,7 +7,7 @@ it, and the final message is then read back with ``list_events``. A pollkit job 
 
 Two ways to follow a run, both sans-I/O here:
 
-* push: `RunTracker` is fed the stream's bytes and turns them into `JobState`s per APIS.md 6.4
+* push: `RunTracker` is fed the stream's bytes and turns them into `JobState`s (docs/apis/flux0.md)
   (`pollkit.push.stream_run` drives it over a real connection);
 * poll: `Flux0.status_requests` / `Flux0.parse_state` read the run's stored events, so the
   engine's usual waiting works too (without the chunks).
@@ -39,7 +39,7 @@ _log = logging.getLogger("pollkit.providers.flux0")
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8080"
 
-#: APIS.md 6.4. Anything else follows rule 1: non-terminal, logged once.
+#: docs/apis/flux0.md#status-map. Anything else follows rule 1: non-terminal, logged once.
 STATUSES: dict[str, Status] = {
     "acknowledged": Status.QUEUED,
     "processing": Status.RENDERING,
@@ -124,7 +124,7 @@ def _strings(node: Any) -> Iterable[str]:
 
 
 class RunTracker:
-    """Follows one run's event stream and says what pollkit status it is in (APIS.md 6.4).
+    """Follows one run's event stream and says its pollkit status (docs/apis/flux0.md#status-map).
 
     Feed it the stream's bytes as they arrive; it never does I/O. Terminal states are sticky.
     An unknown event name, a block that is not JSON or not the chunk/status shape, or a status
@@ -418,7 +418,7 @@ class Flux0(Provider):
         return self._request("GET", path, "list events", query=query, job_id=job_id)
 
     def final_message_request(self, job_id: str) -> Request:
-        """The ``list_events`` request that reads a run's final message (APIS.md 5.3).
+        """The ``list_events`` request that reads a run's final message (docs/apis/flux0.md).
 
         Raises:
             ConfigurationError: `job_id` is not ``<session id>/<correlation id>``.
@@ -506,7 +506,7 @@ class Flux0(Provider):
         self, response: Response, observed_at: datetime, previous: JobState | None
     ) -> JobState:
         """The run's state from its stored events: the agent's message means `complete`;
-        otherwise the last agent status decides (APIS.md 6.4).
+        otherwise the last agent status decides (docs/apis/flux0.md#status-map).
 
         Raises:
             ProtocolError: The reply is not ``{"data": [Event]}``.

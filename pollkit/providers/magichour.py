@@ -296,7 +296,7 @@ class MagicHour(Provider):
     def parse_state(
         self, response: Response, observed_at: datetime, previous: JobState | None
     ) -> JobState:
-        """Map a project object onto a `JobState` (APIS.md 6.1)."""
+        """Map a project object onto a `JobState` (docs/apis/magichour.md#status-map)."""
         payload = response.json()
         job_id = response.request.job_id or ""
         try:

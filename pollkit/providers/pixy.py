@@ -1,4 +1,4 @@
-"""Pixy: image, video and subtitle generation, polled by uid (APIS.md section 2).
+"""Pixy: image, video and subtitle generation, polled by uid (docs/apis/pixy.md).
 
 A spec names its type and carries the properties of that type::
 
@@ -423,7 +423,7 @@ class Pixy(Provider):
     def parse_state(
         self, response: Response, observed_at: datetime, previous: JobState | None
     ) -> JobState:
-        """Map an item (GET, PATCH or DELETE reply) onto a `JobState` (APIS.md 6.2).
+        """Map an item (GET, PATCH or DELETE reply) onto a `JobState` (docs/apis/pixy.md).
 
         Raises:
             ProtocolError: The reply is not an item, or is an item of another job.
@@ -500,7 +500,7 @@ class Pixy(Provider):
 
     def parse_notification(self, payload: Any) -> Notification | None:
         """A webhook: the whole item plus ``task_type``, the server's model class name
-        (``Imagination``, ``Video``, ``Subtitle``), sent on every save (APIS.md 2.13).
+        (``Imagination``, ``Video``, ``Subtitle``), sent on every save (docs/apis/pixy.md#webhooks).
 
         Raises:
             ProtocolError: The payload is not an item with a uid.

@@ -1,4 +1,4 @@
-"""How a Pixy item's fields map onto pollkit's model: the two status tables of APIS.md 6.2,
+"""How a Pixy item's fields map onto pollkit's model: the status tables of docs/apis/pixy.md,
 progress (with the time left it implies) and outputs."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pollkit.models import JobState, Output, Status
 
 __all__ = ["BY_STATUS", "BY_TASK_STATUS", "outputs_of", "progress_of"]
 
-# APIS.md 6.2: `status` when the item has it (images), else `task_status`.
+# docs/apis/pixy.md#status-map: `status` when the item has it (images), else `task_status`.
 #: Pollkit status of each `status` value.
 BY_STATUS = {
     "none": Status.DRAFT,

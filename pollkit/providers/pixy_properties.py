@@ -2,7 +2,7 @@
 
 The tables of engines, aspect ratios and languages are those of the Pixy SDK's documentation
 (``pixiee-ai/pixy-sdk``, ``docs/schemas.md``, April 2025). Each model is posted whole: optional
-keys the caller left out go with their default or ``null``, never omitted (APIS.md 2.4).
+keys the caller left out go with their default or ``null``, never omitted (docs/apis/pixy.md).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Besides jobs, this module builds the requests of every other route (processes, d
 outputs, archive, backend task meta, the dev callback, Prometheus metrics) and parses their
 replies; `pollkit.pixyz_ops.PixyzClient` sends them.
 
-Quirks handled here (APIS.md 3, 6.3): ``SENT`` only answers the POST; an unknown or expired
+Quirks handled here (docs/apis/pixyz.md): ``SENT`` only answers the POST; an unknown or expired
 uuid reads ``PENDING`` forever, so a wait on a wrong id ends at its deadline with a hint that
 the id may be wrong; ``GET /jobs`` (used for batch polling) lists internal packaging tasks and
 has no record of queued jobs, which therefore read ``PENDING``.
@@ -42,7 +42,7 @@ __all__ = ["DEFAULT_BASE_URL", "Pixyz", "parse_metrics"]
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8001"
 
-#: APIS.md 6.3. Anything else (``UNKNOWN`` included) follows rule 1: non-terminal, logged once.
+#: docs/apis/pixyz.md#status-map. Anything else (``UNKNOWN`` too) is non-terminal, logged once.
 STATUSES: dict[str, Status] = {
     "SENT": Status.QUEUED,
     "PENDING": Status.QUEUED,
@@ -464,7 +464,7 @@ class Pixyz(Provider):
     def parse_state(
         self, response: Response, observed_at: datetime, previous: JobState | None
     ) -> JobState:
-        """Map a JobState (or JobDetails) reply onto a `JobState` (APIS.md 6.3)."""
+        """Map a JobState (or JobDetails) reply onto a `JobState` (docs/apis/pixyz.md)."""
         request = response.request
         return self._state(
             response.json(), observed_at, previous, request.operation, request.job_id

@@ -1,4 +1,4 @@
-"""The flux0-style dialect (APIS.md section 5): agents, sessions and SSE event streams.
+"""The flux0-style dialect (docs/apis/flux0.md): agents, sessions and SSE event streams.
 
 Everything is served under ``/flux0/api`` on the simulator (`pollkit.sim.Simulator.urls`):
 ``/agents`` (list, create 201, retrieve), ``/sessions`` (list, create 201, retrieve),
@@ -10,7 +10,7 @@ decide it: an ``acknowledged`` status at once, ``processing`` and ``typing`` whe
 delay ends, the reply's JSON-patch chunks spread over the render time, and at the end:
 
 * ``complete``: the final ``message`` event is stored (never streamed) and the server closes
-  the stream, with no terminal event (5.6);
+  the stream, with no terminal event (docs/apis/flux0.md#quirks);
 * ``error`` / ``canceled``: an ``error`` / ``cancelled`` status, stored and streamed, then close;
 * ``draft``: the run never starts; the stream stays open after ``acknowledged``.
 
@@ -407,7 +407,7 @@ async def _play(
             while run.chunks_sent < run.chunk_due(now):
                 await _chunk(flux, run, response)
         if run.stored and not run.hang:
-            return  # the server ends the run by closing the stream (APIS.md 5.3)
+            return  # the server ends a run by closing its stream (docs/apis/flux0.md)
         next_at = job.finishes_at if run.started else job.created_at + job.queue_delay
         delay = (next_at - now) / state.clock.time_scale
         await _wait(flux, delay if delay > 0 else _WAKE)

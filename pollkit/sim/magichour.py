@@ -1,4 +1,4 @@
-"""The Magic Hour dialect: v1 image and video projects, as specified in APIS.md section 1.
+"""The Magic Hour dialect: v1 image and video projects, as described in docs/apis/magichour.md.
 
 Faithful where clients can tell: 200 on create, 204 on delete, every documented key in every
 reply (deprecated ones too), ``canceled`` with one l, ``{"message": ...}`` error bodies, and the

@@ -1,4 +1,4 @@
-"""The Pixy dialect (APIS.md section 2): image, video and subtitle generation.
+"""The Pixy dialect (docs/apis/pixy.md): image, video and subtitle generation.
 
 Everything is served under ``/pixy`` on the simulator (`pollkit.sim.Simulator.urls`):
 
@@ -10,7 +10,7 @@ Everything is served under ``/pixy`` on the simulator (`pollkit.sim.Simulator.ur
   and ``GET``/``PATCH``/``DELETE`` on ``{uid}``.
 
 Faithful where clients can tell: the key goes in ``x-api-key``; 201 with ``status: init``,
-``task_progress: -1`` and ``results: null``; the keys of APIS.md 2.5 in their order; the two
+``task_progress: -1`` and ``results: null``; the keys of docs/apis/pixy.md in their order; the two
 status fields in step (``cancelled`` → ``task_status: completed``); progress that only rises;
 ``task_logs`` growing on every save; naive timestamps with microseconds; FastAPI's 422
 ``{"detail": [...]}``; ``{"message", "error": "item_not_found"}`` 404s, but ``{"detail": "Not

@@ -1,5 +1,5 @@
 """Pixy items for the simulator: request validation, each job's timeline of saves, and the JSON
-of an item at any point of that timeline (APIS.md 2.4–2.7).
+of an item at any point of that timeline (docs/apis/pixy.md#the-two-status-fields).
 
 A job's native state is never stored. `timeline` derives the list of *saves* the real server
 would make (each status change or report) from the job's drawn durations and outcome, and
@@ -43,7 +43,7 @@ TASK_TYPES = {"image": "Imagination", "video": "Video", "subtitle": "Subtitle"}
 #: Kind → the word starting a failed job's report ("Imagine failed, …").
 _SERVICES = {"image": "Imagine", "video": "Videogen", "subtitle": "Subtitle"}
 
-# The image service's `status` → the base library's `task_status` (APIS.md 2.6).
+# The image service's `status` → the base library's `task_status` (docs/apis/pixy.md).
 TASK_STATUS = {
     "none": "null",
     "draft": "draft",
@@ -344,7 +344,7 @@ def timeline(job: Job) -> list[Save]:
 def task_status(kind: str, status: str) -> str:
     """The ``task_status`` that goes with `status` on an item of `kind`.
 
-    Video and subtitle items have no ``status`` (APIS.md 6.2) and the base library has no
+    Video and subtitle items have no ``status`` (docs/apis/pixy.md) and the base library has no
     cancelled task status: a cancelled one reads ``error`` (with ``error: "cancelled"``), since
     ``completed`` would pass it off as a success.
     """
@@ -467,7 +467,7 @@ def render(
                 "target_language", "diarization", "enhanced"):  # fmt: skip
         if key in fields:
             item[key] = fields[key]
-    # Video and subtitle items have no `status` (APIS.md 6.2); the base library has no
+    # Video and subtitle items have no `status` (docs/apis/pixy.md); the base library has no
     # cancelled task status, so a cancelled job shows as an error saying so.
     if status == "cancelled":
         error = "cancelled"

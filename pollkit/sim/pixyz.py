@@ -1,4 +1,4 @@
-"""The PiXYZ Scheduler dialect (APIS.md section 3): processes, jobs, outputs and archives.
+"""The PiXYZ Scheduler dialect (docs/apis/pixyz.md): processes, jobs, outputs and archives.
 
 Served under ``/pixyz`` on the simulator (see `pollkit.sim.Simulator.urls`), faithful to the
 quirks of 3.11: ``SENT`` only in the POST reply, an unknown uuid reads ``PENDING`` (never 404),

@@ -1,4 +1,4 @@
-"""The PiXYZ simulator's processes and job phases (APIS.md 3.4–3.8), without HTTP.
+"""The PiXYZ simulator's processes and job phases (docs/apis/pixyz.md#job-phases), without HTTP.
 
 `PROCESSES` lists the built-in processes in directory order (``__init__`` included, as the
 real process directory has one); `plan_process` turns a validated submission into what the
@@ -353,7 +353,7 @@ def _native_stuck(job: Job, now: float) -> str | None:
 
 
 def phase(job: Job, now: float) -> Phase:
-    """What `job` looks like at simulated time `now` (APIS.md 3.4's phase table)."""
+    """What `job` looks like at simulated time `now` (docs/apis/pixyz.md#job-phases)."""
     generic = job.status(now)
     steps_text: tuple[str, ...] = job.details["steps"]
     total = len(steps_text)

@@ -147,7 +147,7 @@ def test_from_retry_config_names_what_is_missing() -> None:
 
 
 def test_flux0_waits_are_capped_and_mostly_at_the_cap() -> None:
-    # APIS.md 5.5: initial 1 ms, maximum 50 ms, exponent 1.1 — the random 0–1 s added to every
+    # docs/apis/flux0.md: initial 1 ms, max 50 ms, exponent 1.1 — the random 0–1 s added to every
     # wait pushes nearly all of them to the 50 ms cap.
     policy = RetryPolicy.from_backoff(
         initial_interval=1, max_interval=50, exponent=1.1, max_elapsed_time=100

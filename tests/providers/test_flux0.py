@@ -1,4 +1,4 @@
-"""flux0: request shapes, the stream-to-status mapping of APIS.md 6.4, patches, stored events
+"""flux0: request shapes, the stream-to-status mapping of docs/apis/flux0.md, patches, stored events
 (no simulator, no sockets)."""
 
 from __future__ import annotations

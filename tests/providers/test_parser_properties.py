@@ -5,7 +5,7 @@ built from arbitrary JSON, from recorded replies with fields deleted or replaced
 that are not JSON. Whatever the reply, the hook returns a well-formed value (a `JobState` of the
 job it was asked about, with a `Status`, safe outputs, sticky terminals and, for Pixy, progress
 that never falls) or raises `ProtocolError` naming the operation. Any other exception is a bug.
-An unknown status string is never terminal (rule 1 of APIS.md 6).
+An unknown status string is never terminal (docs/apis/index.md#unknown-statuses).
 """
 
 from __future__ import annotations
@@ -309,7 +309,7 @@ def test_magichour_parse_submission(payload: Any) -> None:
 
 
 def pixy_item(status: str | None, task_status: str, **overrides: Any) -> dict[str, Any]:
-    """An item in the recorded shape of APIS.md 2.5 (no `status`: a video item)."""
+    """An item in the recorded shape of docs/apis/pixy.md#item-shape (no `status`: a video item)."""
     item: dict[str, Any] = {
         "created_at": "2025-05-10T08:00:00.120000", "updated_at": "2025-05-10T08:00:07.480000",
         "is_deleted": False, "meta_data": None, "uid": UID, "task_status": task_status,

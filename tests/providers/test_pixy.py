@@ -36,7 +36,7 @@ px = Pixy(api_key=KEY, base_url=BASE)
 
 
 def image_item(status: str, task_status: str, **overrides: Any) -> dict[str, Any]:
-    """An image item in the recorded shape of APIS.md 2.5."""
+    """An image item in the recorded shape of docs/apis/pixy.md#item-shape."""
     item: dict[str, Any] = {
         "created_at": "2025-05-10T08:00:00.120000", "updated_at": "2025-05-10T08:00:07.480000",
         "is_deleted": False, "meta_data": None, "uid": UID,
@@ -54,7 +54,7 @@ def image_item(status: str, task_status: str, **overrides: Any) -> dict[str, Any
 
 
 def video_item(task_status: str, **overrides: Any) -> dict[str, Any]:
-    """A video item: the shared envelope, no `status` (APIS.md 6.2)."""
+    """A video item: the shared envelope, no `status` (docs/apis/pixy.md#status-map)."""
     item = image_item("-", task_status, task_order_score=0) | overrides
     for key in ("status", "aspect_ratio", "delineation", "context", "enhance_prompt", "prompt"):
         item.pop(key)
@@ -219,7 +219,7 @@ def test_list_request_always_sends_offset_and_limit_and_dates_only_when_set() ->
     }  # fmt: skip
 
 
-# -- status mapping (APIS.md 6.2) --------------------------------------------------------------
+# -- status mapping (docs/apis/pixy.md#status-map) ----------------------------------------------
 
 
 @pytest.mark.parametrize(

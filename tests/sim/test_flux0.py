@@ -1,5 +1,5 @@
 """The flux0-style dialect over real sockets: agents, sessions, the SSE run stream, stored events,
-validation and the quirks of APIS.md 5.6."""
+validation and the quirks of docs/apis/flux0.md#quirks."""
 
 from __future__ import annotations
 

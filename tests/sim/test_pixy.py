@@ -1,5 +1,5 @@
 """The Pixy dialect: reply shapes, the two status fields, progress and logs, lists, updates,
-soft deletes, errors and webhooks (APIS.md section 2)."""
+soft deletes, errors and webhooks (docs/apis/pixy.md)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ IMAGE_KEYS = [
 ]  # fmt: skip
 NAIVE_MICROS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}$")
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-# The server's fixed pairing of the two fields (APIS.md 2.6).
+# The server's fixed pairing of the two fields (docs/apis/pixy.md#the-two-status-fields).
 PAIRS = {
     "init": "init",
     "queue": "processing",

@@ -1,4 +1,4 @@
-"""The PiXYZ Scheduler dialect: APIS.md section 3, quirks included, over real sockets.
+"""The PiXYZ Scheduler dialect: docs/apis/pixyz.md, quirks included, over real sockets.
 
 The clock barely moves on its own (`time_scale=1e-6`): each test moves it with
 `sim.clock.advance`, so every phase it observes is the one it asked for.

@@ -1,7 +1,7 @@
 """`pollkit pixyz …`: the PiXYZ Scheduler command-line client, rebuilt on pollkit's engine.
 
-Every subcommand of the original ``client.py`` (APIS.md 4.2) with its flags, doing what the
-original intended (4.5): ``version``, ``list``, ``doc``, ``jobs``, ``status``, ``details``,
+Every subcommand of the original ``client.py`` (docs/apis/pixyz.md) with its flags, doing what the
+original intended: ``version``, ``list``, ``doc``, ``jobs``, ``status``, ``details``,
 ``outputs``, ``download``, ``download_all``, ``exec``, ``process``, ``convert``, ``thumbnails``
 and ``metadata``. The argument parser lives here, the commands in `pollkit.cli.pixyz.commands`.
 """

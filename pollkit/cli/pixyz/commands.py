@@ -28,7 +28,7 @@ __all__ = ["BATCH_EXIT_CODES", "CLIENT_VERSION", "COMMANDS"]
 
 #: What the original client prints for `version`.
 CLIENT_VERSION = "pixyz-scheduler-client v0.0.8"
-#: Exit status of ``exec -b -w`` by final native status; anything else exits 17 (APIS.md 4.3).
+#: ``exec -b -w``'s exit code by final native status, else 17 (docs/apis/pixyz.md#exit-codes).
 BATCH_EXIT_CODES = {
     "SUCCESS": 0,
     "FAILURE": 10,

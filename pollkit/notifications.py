@@ -35,6 +35,8 @@ _T = TypeVar("_T")
 # Jobs submitted while the source was live and not yet waited for: a bound, so that a client
 # that submits without ever waiting keeps no more than this (a forgotten job is just polled).
 _MAX_EXPECTED = 100_000
+# Notifications kept per such job until its wait subscribes (a vendor sends a handful).
+_MAX_EARLY = 16
 
 
 class Subscription:
@@ -90,7 +92,7 @@ class Notifications:
 
     Notifications about a job nobody waits for are dropped (the wait that starts later polls
     once first, so it sees the state they carried), except for a job this client submitted
-    while the source was live (`expect`): its latest notification is kept for the wait to
+    while the source was live (`expect`): its last few notifications are kept for the wait to
     come, which then need not poll first.
 
     Args:
@@ -109,14 +111,14 @@ class Notifications:
         self.trusted = trusted
         self.received = 0
         self._subscribers: dict[str, list[Subscription]] = {}
-        self._expected: OrderedDict[str, Notification | None] = OrderedDict()
+        self._expected: OrderedDict[str, deque[Notification]] = OrderedDict()
         self._reads: dict[str, asyncio.Future[Any]] = {}
 
     def expect(self, job_id: str) -> None:
         """Note that this client just submitted `job_id` (while live, else nothing happens)."""
         if not self.live:
             return
-        self._expected[job_id] = None
+        self._expected[job_id] = deque(maxlen=_MAX_EARLY)
         if len(self._expected) > _MAX_EXPECTED:
             self._expected.popitem(last=False)
 
@@ -124,9 +126,8 @@ class Notifications:
     def subscribe(self, job_id: str) -> Iterator[Subscription]:
         """Receive the notifications about `job_id` for the duration of a ``with`` block."""
         expected = self.live and job_id in self._expected
-        early = self._expected.pop(job_id, None)
         subscription = Subscription(self, job_id, expected=expected)
-        if early is not None:
+        for early in self._expected.pop(job_id, ()):
             subscription._put(early)
         self._subscribers.setdefault(job_id, []).append(subscription)
         try:
@@ -143,8 +144,9 @@ class Notifications:
         waiting = self._subscribers.get(notification.job_id, ())
         for subscription in waiting:
             subscription._put(notification)
-        if not waiting and notification.job_id in self._expected:
-            self._expected[notification.job_id] = notification  # for the wait to come
+        kept = None if waiting else self._expected.get(notification.job_id)
+        if kept is not None:
+            kept.append(notification)  # for the wait to come
 
     async def read_once(self, job_id: str, read: Callable[[], Awaitable[_T]]) -> _T:
         """Run `read` for `job_id`, or join the one already in flight for that job, so that

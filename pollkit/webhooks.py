@@ -176,7 +176,8 @@ class WebhookReceiver:
                 raise
             self._runner = runner
             self.port = runner.addresses[0][1]  # the bound port, when 0 asked for any
-            _log.debug("webhook receiver listening on %s/…", self._base())
+            where = f"http://{self.host}:{self.port}{self.path}/…"  # never the secret
+            _log.debug("webhook receiver listening on %s", where)
         self.notifications.set_live(True)
 
     async def aclose(self) -> None:

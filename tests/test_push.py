@@ -380,6 +380,31 @@ async def test_hub_delivers_only_to_subscribers_and_wakes_them_when_it_goes_down
     assert not hub._subscribers
 
 
+async def test_hub_keeps_what_came_early_for_the_jobs_this_client_submitted_while_live() -> None:
+    hub = Notifications()
+    hub.expect("early")  # not live yet: nothing is promised
+    hub.set_live(True)
+    hub.expect("mine")
+    hub.expect("dropped")
+    for n in range(3):
+        hub.publish(Notification("mine", None, {"n": n}))
+    hub.publish(Notification("theirs", None, {}))  # not submitted here: dropped
+    with hub.subscribe("mine") as mine, hub.subscribe("theirs") as theirs:
+        assert mine.expected
+        assert not theirs.expected
+        assert [(await mine.next(1)) for _ in range(3)] == [
+            Notification("mine", None, {"n": n}) for n in range(3)
+        ]
+        assert await theirs.next(0.01) is None
+    with hub.subscribe("mine") as again:
+        assert not again.expected  # one wait was promised, not every later one
+    hub.set_live(False)  # a notification may be lost while down: the promise is void
+    hub.set_live(True)
+    with hub.subscribe("dropped") as late, hub.subscribe("early") as first:
+        assert not late.expected
+        assert not first.expected
+
+
 def test_blocking_client_with_a_stream() -> None:
     with ThreadedSimulator(SCENARIO) as sim:
         provider = MagicHour(api_key=sim.api_key, base_url=sim.url)

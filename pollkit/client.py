@@ -193,7 +193,11 @@ class AsyncClient:
             ConfigurationError: The spec is invalid (nothing was sent).
             APIError: The server refused it.
         """
-        return await self._on(base_url).submit(spec, on_upload=on_upload)
+        submission = await self._on(base_url).submit(spec, on_upload=on_upload)
+        if self.push is not None and self._push_started:
+            # Its notifications will all reach the push hub: a wait on it need not poll first.
+            self.push.notifications.expect(submission.job_id)
+        return submission
 
     async def get(
         self, job_id: str, *, kind: str | None = None, base_url: str | None = None

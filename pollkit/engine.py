@@ -7,6 +7,7 @@ thousands of jobs) will grow here, behind the same methods.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import random
@@ -191,7 +192,11 @@ class Engine:
 
         With `push`, notifications about the job replace polls: while the push source is
         live the job is polled only after `Cadence.push_window` seconds without one, and at
-        once when the source drops, then on the cadence until it is live again.
+        once when the source drops, then on the cadence until it is live again. A job this
+        client submitted while the source was live is not polled first: its notifications
+        all reach the wait. From an untrusted source (a webhook receiver by default) a
+        notification is only a hint: one that says the job ended makes the engine read the
+        job at once, and that reply, not the notification, is the new state.
 
         Raises:
             PollTimeout: The cadence's deadline passed first (carries the last state).
@@ -211,14 +216,33 @@ class Engine:
         subscription: Subscription | None,
     ) -> Watch:
         started = self._clock()
-        state, hints = await self.observe(job_id, kind)
-        polls = 1
+        polls = 0
+        hints = PollHints()
+        state: JobState | None = None
+        if subscription is not None and subscription.expected and subscription.live:
+            # Submitted here while live: the first poll would only repeat what the submit
+            # said, so the first notification (kept by the hub if it came early) stands in.
+            window = cadence.push_window
+            if cadence.timeout is not None:
+                window = min(window, cadence.timeout)
+            pushed = await self._next_pushed(subscription, window, None, kind)
+            if pushed is not None:
+                state, read_hints, reads = pushed
+                polls += reads
+                hints = read_hints or hints
+        if state is None:
+            state, hints = await self.observe(job_id, kind)
+            polls += 1
         if on_state:
             on_state(state)
         while not state.is_terminal:
             elapsed = self._clock() - started
             delay = next_poll_delay(
-                cadence, polls=polls, elapsed=elapsed, hints=hints, rand=self._rng.random()
+                cadence,
+                polls=max(polls, 1),  # a notification may have stood in for the first poll
+                elapsed=elapsed,
+                hints=hints,
+                rand=self._rng.random(),
             )
             if delay is None:
                 assert cadence.timeout is not None  # only a deadline stops the cadence
@@ -228,16 +252,18 @@ class Engine:
                     state=state,
                     hint=self.provider.timeout_hint(state),
                 )
-            pushed: JobState | None = None
+            pushed = None
             if subscription is None:
                 await asyncio.sleep(delay)
             else:
                 if subscription.live:
                     remaining = math.inf if cadence.timeout is None else cadence.timeout - elapsed
                     delay = min(max(delay, cadence.push_window), max(remaining, 0.0))
-                pushed = await self._next_pushed(subscription, delay, state)
+                pushed = await self._next_pushed(subscription, delay, state, state.kind or kind)
             if pushed is not None:
-                state = pushed
+                state, read_hints, reads = pushed
+                polls += reads
+                hints = read_hints or hints
             else:
                 state, hints = await self.observe(job_id, state.kind or kind, previous=state)
                 polls += 1
@@ -246,18 +272,47 @@ class Engine:
         return Watch(state=state, polls=polls)
 
     async def _next_pushed(
-        self, subscription: Subscription, timeout: float, previous: JobState
-    ) -> JobState | None:
-        """The state in the next notification within `timeout` (None: poll instead)."""
-        notification = await subscription.next(timeout)
-        if notification is None:
-            return None
-        try:
-            state = self.provider.notification_state(notification, _utcnow(), previous)
-            return await self._with_outputs(state, None)
-        except PollkitError as exc:
-            _log.warning("job %s: notification not understood, polling: %s", previous.job_id, exc)
-            return None
+        self,
+        subscription: Subscription,
+        timeout: float,
+        previous: JobState | None,
+        kind: str | None,
+    ) -> tuple[JobState, PollHints | None, int] | None:
+        """The job's state after the next notification within `timeout`: the notification's
+        own (trusted source), or the API's read at once (a hint that says the job ended).
+
+        Returns:
+            The state, the read's timing hints (None: no read), and the reads made (0 or
+            1); None when `timeout` passes first or the source drops: poll instead.
+        """
+        deadline = self._clock() + timeout
+        while True:
+            notification = await subscription.next(max(deadline - self._clock(), 0.0))
+            if notification is None:
+                return None
+            try:
+                claimed = self.provider.notification_state(notification, _utcnow(), previous)
+                if subscription.trusted:
+                    return await self._with_outputs(claimed, None), None, 0
+            except PollkitError as exc:
+                job_id = subscription.job_id
+                if subscription.trusted:
+                    _log.warning("job %s: notification not understood, polling: %s", job_id, exc)
+                    return None
+                _log.warning("job %s: hint not understood, ignored: %s", job_id, exc)
+                continue
+            if not claimed.is_terminal:
+                # A hint of progress: the API would tell no more than the cadence's next
+                # poll, so it costs no request; only a claimed end is worth reading at once.
+                continue
+            # The read covers every hint queued until now: a burst costs one request.
+            subscription.drain()
+            job_id = subscription.job_id
+            read = functools.partial(self.observe, job_id, claimed.kind or kind, previous)
+            state, hints = await subscription.hub.read_once(job_id, read)
+            if not state.is_terminal:
+                _log.warning("job %s: a notification said it ended, the API did not", job_id)
+            return state, hints, 1
 
     async def delete(self, job_id: str, kind: str | None = None) -> JobState | None:
         """Delete a job; its last state when the API's reply carries it."""

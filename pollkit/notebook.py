@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -42,6 +43,9 @@ _STATUS_COLOURS = {
     Status.QUEUED: "#9a6700",
     Status.DRAFT: "#6e7781",
 }
+
+_DIGEST_KEY = re.compile(r"sha256:([0-9a-f]{64})")
+_SHORT_KEY = 12  # hex digits: as many as a long-lived git repository shows
 
 _TABLE = 'style="border-collapse:collapse;text-align:left;font-size:0.9em"'
 _CELL = 'style="padding:2px 8px;border-bottom:1px solid #ddd;vertical-align:top"'
@@ -146,7 +150,7 @@ def _row(result: Result) -> str:
     total = sum(_stat_size(path) or 0 for path in files)
     listed = f"{len(files)} ({_human(total)})" if files else ""
     cells = (
-        _code(result.key) if result.key is not None else "",
+        _key(result.key) if result.key is not None else "",
         _code(result.job_id),
         _status(result),
         str(result.polls),
@@ -211,6 +215,16 @@ def _text(value: object) -> str:
 
 def _code(value: object) -> str:
     return f"<code>{_text(value)}</code>"
+
+
+def _key(key: str) -> str:
+    """A spec's key for the table: a digest key (``sha256:`` + 64 hex, `spec_key`) as its first
+    12 hex digits, as git shortens commits, with the whole key in the tooltip; the full digest
+    took half the table's width. A key the user chose is shown as given."""
+    match = _DIGEST_KEY.fullmatch(key)
+    if match is None:
+        return _code(key)
+    return f'<code title="{_text(key)}">{match.group(1)[:_SHORT_KEY]}</code>'
 
 
 def _path(path: Path) -> str:

@@ -78,7 +78,9 @@ class Cadence(_Policy):
         timeout: Deadline of a wait in seconds from its start; None waits forever.
         push_window: While a push source (`AsyncClient(push=...)`) is live, a job is polled
             only after this many seconds without a notification about it (its next poll on
-            the cadence above, if later); the first poll still comes at once.
+            the cadence above, if later); the first poll still comes at once, except for a
+            job this client submitted while the source was live (its notifications all reach
+            the wait, so the first one stands in).
     """
 
     initial: float = Field(default=1.0, gt=0)

@@ -2,7 +2,8 @@
 
 The runs below go through retries (503s, 429s), truncated downloads resumed with Range, and
 signed download URLs, so the log holds every kind of line pollkit writes; then the whole of it is
-searched for the key and for the signed URLs' query strings.
+searched for the key and for the signed URLs' query strings. A webhook receiver's secret (the
+credential in its URL) is searched for the same way.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from pollkit import AsyncClient, MagicHour
+import aiohttp
+import pytest
+
+from pollkit import AsyncClient, MagicHour, WebhookReceiver
 from pollkit.sim import Scenario, Simulator, ThreadedSimulator
 from tests.helpers import FAST_CADENCE, FAST_RETRY, IMAGE_SPEC
 
@@ -123,3 +127,36 @@ async def test_a_logger_passed_in_gets_every_line_and_no_secret(tmp_path: Path) 
     assert any("download headers" in line for line in lines)
     assert any("retrying in" in line for line in lines)
     assert not _leaks(text), _leaks(text)
+
+
+async def test_a_webhook_receivers_secret_is_never_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "hook_SECRET_do_not_log_0123456789"
+    async with Simulator(QUICK, api_key=KEY) as sim:
+        provider = MagicHour(api_key=KEY, base_url=sim.url)
+        receiver = WebhookReceiver(provider, secret=secret)
+        with caplog.at_level(logging.DEBUG):
+            async with AsyncClient(
+                provider, cadence=FAST_CADENCE, retry=FAST_RETRY, push=receiver
+            ) as client:
+                async with aiohttp.ClientSession() as session:
+                    register = {"url": receiver.url}
+                    async with session.post(f"{sim.url}/_sim/webhooks/magichour", json=register):
+                        pass
+                    for url, body in (
+                        (receiver.url, b"{not json"),  # refused: logged
+                        (receiver.url.replace(secret, "guess"), b"{}"),  # wrong path: 404
+                    ):
+                        headers = {"Content-Type": "application/json"}
+                        async with session.post(url, data=body, headers=headers) as reply:
+                            assert reply.status in (400, 404)
+                result = await client.submit_and_check(IMAGE_SPEC, download_directory=tmp_path)
+    assert result.ok
+    # The simulator plays the vendor, which holds the URL: only pollkit's side is checked.
+    ours = [r for r in caplog.records if not r.name.startswith("pollkit.sim")]
+    text = "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in ours)
+    assert "webhook refused" in text
+    assert not _leaks(text), _leaks(text)
+    assert secret not in text
+    assert secret[-10:] not in text

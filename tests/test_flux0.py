@@ -12,7 +12,7 @@ from pollkit.providers.flux0 import Flux0
 from pollkit.push import stream_run
 from pollkit.sim import Simulator
 from tests.helpers import FAST_RETRY
-from tests.sim.helpers import MANUAL
+from tests.sim.helpers import FLUX0_ID, MANUAL
 
 
 @pytest.fixture
@@ -142,3 +142,46 @@ async def test_the_run_follows_the_simulated_clock(sim: Simulator, client: Async
     final = await stream_run(client, sid, "step by step", on_state=advance)
     assert final.status is Status.COMPLETE
     assert final.raw["text"] == "You said: step by step"
+
+
+async def test_sessions_users_and_stored_messages_through_the_provider(
+    sim: Simulator, client: AsyncClient
+) -> None:
+    provider = client.provider
+    assert isinstance(provider, Flux0)
+    agent = (await client.send(provider.create_agent_request("Drizzle", "echo"))).json()
+    session = (await client.send(provider.create_session_request(agent["id"]))).json()
+    assert session["consumption_offsets"] == {"client": 0}
+    assert FLUX0_ID.match(session["user_id"])
+    quick(sim)
+    final = await stream_run(client, session["id"], "hello")
+    stored = provider.events(await client.send(provider.list_events_request(session["id"])))
+    user_message = next(e for e in stored if e["source"] == "user")
+    assert user_message["correlation_id"] == final.job_id.split("/", 1)[1]
+    assert user_message["data"]["participant"] == {"id": session["user_id"], "name": "Anonymous"}
+    assert (user_message["data"]["flagged"], user_message["data"]["tags"]) == (False, [])
+    # Another login name is another user, with sessions of its own.
+    other = Flux0(base_url=sim.urls["flux0"], user="ada")
+    async with AsyncClient(other, retry=FAST_RETRY) as ada:
+        hers = (await ada.send(other.create_session_request(agent["id"]))).json()
+        listed = (await ada.send(other.list_sessions_request())).json()["data"]
+    assert hers["user_id"] != session["user_id"]
+    assert [s["id"] for s in listed] == [hers["id"]]
+
+
+async def test_a_422_carries_pydantics_details(client: AsyncClient) -> None:
+    provider = client.provider
+    assert isinstance(provider, Flux0)
+    agent = (await client.send(provider.create_agent_request("Drizzle", "echo"))).json()
+    with pytest.raises(InvalidRequest) as caught:
+        await client.send(provider.create_session_request(agent["id"], session_id="short"))
+    assert caught.value.status_code == 422
+    assert caught.value.details == [
+        {
+            "type": "string_too_short",
+            "loc": ["body", "id"],
+            "msg": "String should have at least 10 characters",
+            "input": "short",
+            "ctx": {"min_length": 10},
+        }
+    ]

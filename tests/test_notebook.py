@@ -16,6 +16,7 @@ import nbformat
 from nbclient import NotebookClient
 
 from pollkit import ErrorInfo, JobState, Result, Results, Status
+from pollkit.journal import spec_key
 from pollkit.notebook import MAX_EMBED_BYTES, MAX_THUMBNAILS, render_result, render_results
 
 NOTEBOOK = Path(__file__).parent / "data" / "pollkit_in_a_cell.ipynb"
@@ -55,6 +56,21 @@ def embedded(html: str) -> list[tuple[str, bytes]]:
 def write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def test_the_table_shows_digest_keys_short_with_the_full_key_in_a_tooltip() -> None:
+    digest = spec_key({"prompt": "a lighthouse"})
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest)
+    chosen = "sha256:not-a-digest"
+    html = render_results([make_result("a", key=digest), make_result("b", key=chosen)])
+    cells = re.findall(r"<tr><td [^>]*>(.*?)</td>", html)
+    assert cells == [
+        f'<code title="{digest}">{digest[7:19]}</code>',
+        f"<code>{chosen}</code>",  # a key the user chose stays whole
+    ]
+    assert html.count(digest[7:]) == 1  # only in the tooltip
+    # The page of one result has the room: it keeps the whole key.
+    assert f"<code>{digest}</code>" in render_result(make_result("a", key=digest))
 
 
 def test_hostile_strings_are_escaped(tmp_path: Path) -> None:

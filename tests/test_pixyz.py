@@ -18,6 +18,7 @@ from pollkit import (
     ConfigurationError,
     InvalidRequest,
     PollTimeout,
+    ServerError,
     Status,
     UnsafePath,
 )
@@ -206,6 +207,21 @@ async def test_every_provider_operation(sim: Simulator, model: Path, tmp_path: P
     assert ({"status": "SUCCESS"}, 1.0) in requests["pixyz_jobs"]
     served = {labels["kind"]: value for labels, value in requests["http_response_bytes_total"]}
     assert served["file"] == saved.size
+
+
+async def test_process_docs_through_the_client_are_upstreams(sim: Simulator) -> None:
+    async with client_for(sim) as client:
+        api_test = await client.process_doc("api_test")
+        sleep = await client.process_doc("sleep")
+        with pytest.raises(ServerError) as caught:
+            await client.process_doc("__init__")
+    assert api_test == (
+        "Process 'api_test' documentation:\n\n"
+        "Test the PixyzScheduler API by returning a simple string"
+    )
+    assert sleep == "Process 'sleep' documentation:\n\nNone"  # upstream has no docstring
+    assert caught.value.status_code == 500
+    assert "HTTPException: 404: {'code': 404, 'message': 'Not Found'" in str(caught.value)
 
 
 async def test_hostile_output_names_never_leave_the_download_directory(

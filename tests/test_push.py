@@ -83,11 +83,12 @@ async def test_stream_ends_every_wait_at_one_request_with_the_files_byte_exact(
             *(client.check_result(j.job_id, download_directory=tmp_path, kind=j.kind) for j in jobs)
         )
     assert [r.status for r in results] == [Status.COMPLETE] * 6
-    assert [r.polls for r in results] == [1] * 6
+    assert [r.polls for r in results] == [0] * 6
     stats = sim.stats()
     for job, result in zip(jobs, results, strict=True):
         served = job_stats(stats, job.job_id)
-        assert served["status_requests"] == 1  # the first poll; the stream told the rest
+        # Submitted while the stream was live: it told everything, no poll was needed.
+        assert served["status_requests"] == 0
         assert [sha256_file(p) for p in result.downloaded_paths] == [
             o["sha256"] for o in served["outputs"]
         ]
@@ -109,9 +110,18 @@ async def test_stream_of_pixyz_jobs_then_their_outputs(
         job = await client.submit(spec)
         result = await client.check_result(job.job_id, download_directory=tmp_path / "out")
     assert result.ok
-    assert result.polls == 1
-    assert status_requests(sim, job.job_id) == 1
+    assert result.polls == 0
+    assert status_requests(sim, job.job_id) == 0
     assert result.downloaded_paths
+
+
+async def test_a_wait_on_a_job_submitted_elsewhere_polls_first(sim: Simulator) -> None:
+    async with magichour(sim) as other:
+        job = await other.submit(IMAGE)  # not this client's: its early events were not kept
+    async with magichour(sim, push=stream_of(sim, "magichour")) as client:
+        final = await client.wait(job.job_id, kind=job.kind)
+    assert final.status is Status.COMPLETE
+    assert status_requests(sim, job.job_id) == 1  # the first poll, then the stream
 
 
 async def test_a_dropped_stream_hands_the_job_to_polling_and_reconnects_with_the_last_id(
@@ -189,7 +199,8 @@ async def test_the_deadline_holds_while_push_is_live(sim: Simulator) -> None:
             await client.wait(job.job_id, kind=job.kind, timeout=0.3)
         elapsed = asyncio.get_running_loop().time() - started
     assert elapsed < 5  # the push window (60 s) never stretches a wait past its deadline
-    assert status_requests(sim, job.job_id) == 2  # the first poll and the one at the deadline
+    # No first poll (submitted while live), and the one at the deadline.
+    assert status_requests(sim, job.job_id) == 1
 
 
 async def test_the_stream_needs_the_key(sim: Simulator) -> None:
@@ -276,15 +287,17 @@ async def test_receiver_refuses_what_it_cannot_read_and_mounts_in_an_app(
     sim: Simulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     provider = Pixy(api_key=sim.api_key, base_url=sim.urls["pixy"])
-    receiver = WebhookReceiver(provider, serve=False, path="/hooks/pixy")
+    receiver = WebhookReceiver(provider, serve=False, path="/hooks/pixy", trust_payload=True)
     app = web.Application()
-    app.router.add_post(receiver.path, receiver.handle)
+    app.router.add_post(receiver.route, receiver.handle)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}/hooks/pixy"
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}/hooks/pixy"
+    url = f"{base}/{receiver.secret}"
     uid = "0b6f3c1e-2d4a-4f7b-9a51-3e2c7d8f9a10"
+    json_type = {"Content-Type": "application/json"}
     try:
         await receiver.start()
         with receiver.notifications.subscribe(uid) as subscription:
@@ -292,16 +305,20 @@ async def test_receiver_refuses_what_it_cannot_read_and_mounts_in_an_app(
                 cases = [b"{not json", b"[1, 2]", json.dumps({"uid": uid, "task_type": "Odd"})]
                 statuses = []
                 for body in cases:
-                    async with session.post(url, data=body) as reply:
+                    async with session.post(url, data=body, headers=json_type) as reply:
                         statuses.append(reply.status)
                 item = {"uid": uid, "task_type": "Video", "task_status": "completed"}
+                # The secret check holds in the user's app too: a wrong secret is 404.
+                async with session.post(f"{base}/{'x' * 43}", json=item) as reply:
+                    statuses.append(reply.status)
                 async with session.post(url, json=item) as reply:
                     statuses.append(reply.status)
             notification = await subscription.next(timeout=5)
     finally:
         await receiver.aclose()
         await runner.cleanup()
-    assert statuses == [400, 400, 202, 204]
+    assert statuses == [400, 400, 202, 404, 204]
+    assert (receiver.refused, receiver.received) == (1, 1)
     assert notification == Notification(uid, "video", {"uid": uid, "task_status": "completed"})
     assert "webhook refused" in caplog.text
     with pytest.raises(ConfigurationError, match="not serving"):
@@ -333,10 +350,12 @@ async def test_a_notification_not_understood_is_logged_and_the_job_polled(
     sim.plan_next("complete", queue_delay=0.0, render_time=2.0)
     async with magichour(sim, push=source) as client:
         job = await client.submit(IMAGE)
+        odd = Notification(job.job_id, "image", {"odd": True})
+        source.notifications.publish(odd)  # kept for the wait: it stands for the first poll
 
         def on_state(state: Any) -> None:
             if state.status is not Status.COMPLETE:
-                source.notifications.publish(Notification(job.job_id, "image", {"odd": True}))
+                source.notifications.publish(odd)
 
         with caplog.at_level(logging.WARNING, logger="pollkit.engine"):
             final = await client.wait(job.job_id, kind=job.kind, on_state=on_state)
@@ -359,6 +378,31 @@ async def test_hub_delivers_only_to_subscribers_and_wakes_them_when_it_goes_down
         assert await waiting is None  # woken at once, to poll
     assert hub.received == 2
     assert not hub._subscribers
+
+
+async def test_hub_keeps_what_came_early_for_the_jobs_this_client_submitted_while_live() -> None:
+    hub = Notifications()
+    hub.expect("early")  # not live yet: nothing is promised
+    hub.set_live(True)
+    hub.expect("mine")
+    hub.expect("dropped")
+    for n in range(3):
+        hub.publish(Notification("mine", None, {"n": n}))
+    hub.publish(Notification("theirs", None, {}))  # not submitted here: dropped
+    with hub.subscribe("mine") as mine, hub.subscribe("theirs") as theirs:
+        assert mine.expected
+        assert not theirs.expected
+        assert [(await mine.next(1)) for _ in range(3)] == [
+            Notification("mine", None, {"n": n}) for n in range(3)
+        ]
+        assert await theirs.next(0.01) is None
+    with hub.subscribe("mine") as again:
+        assert not again.expected  # one wait was promised, not every later one
+    hub.set_live(False)  # a notification may be lost while down: the promise is void
+    hub.set_live(True)
+    with hub.subscribe("dropped") as late, hub.subscribe("early") as first:
+        assert not late.expected
+        assert not first.expected
 
 
 def test_blocking_client_with_a_stream() -> None:

@@ -30,7 +30,6 @@ import asyncio
 import json
 import logging
 import random
-import string
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -38,6 +37,19 @@ from typing import Any
 from aiohttp import web
 
 from pollkit._aio import wait_event
+from pollkit.sim.flux0_models import (
+    USER_NAME,
+    AgentBody,
+    EventBody,
+    SessionBody,
+    detail,
+    event_view,
+    new_id,
+    parse_body,
+    problems_in_order,
+    session_view,
+    validate_params,
+)
 from pollkit.sim.state import STATE, Job, SimState
 from pollkit.sim.transfer import abort_connection
 
@@ -49,10 +61,9 @@ DIALECT = "flux0"
 PREFIX = "/flux0"
 
 _API = f"{PREFIX}/api"
-_ID_CHARS = string.ascii_letters + string.digits
-_ID_LENGTH = 10
 _WAKE = 0.05  # longest real sleep of a stream, so a jump of the simulated clock is seen soon
-_AGENT_NAME_MAX = 100
+_USER_COOKIE = "flux0_user_sub"
+_DEFAULT_SUB = "anonymous"
 
 
 @dataclass(slots=True)
@@ -68,18 +79,25 @@ class _Flux0:
         self.state = state
         self.agents: dict[str, dict[str, Any]] = {}
         self.sessions: dict[str, _Session] = {}
+        self.users: dict[str, dict[str, str]] = {}  # by login name (the cookie's ``sub``)
         self.closing = asyncio.Event()
         self._rng = random.Random(f"{state.scenario.seed}:flux0")
 
     def new_id(self) -> str:
-        while True:
-            new = "".join(self._rng.choice(_ID_CHARS) for _ in range(_ID_LENGTH))
-            if new not in self.agents and new not in self.sessions:
-                return new
+        return new_id(self._rng, lambda new: new in self.agents or new in self.sessions)
+
+    def user(self, request: web.Request) -> dict[str, str]:
+        """The request's user, created on first sight as the server's no-op auth does: every
+        route authenticates first, and a new user gets an id and the name ``Anonymous``."""
+        sub = request.cookies.get(_USER_COOKIE) or _DEFAULT_SUB
+        found = self.users.get(sub)
+        if found is None:
+            found = self.users[sub] = {"id": self.new_id(), "name": USER_NAME}
+        return found
 
     def stamp(self) -> str:
         moment = datetime.fromtimestamp(self.state.clock.wall(self.state.clock.now()), timezone.utc)
-        return moment.isoformat()
+        return moment.isoformat().replace("+00:00", "Z")  # as pydantic writes a UTC datetime
 
     def store(
         self,
@@ -90,6 +108,7 @@ class _Flux0:
         source: str,
         data: dict[str, Any],
         event_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         event = {
             "id": event_id or self.new_id(),
@@ -99,6 +118,7 @@ class _Flux0:
             "offset": len(session.events),
             "data": data,
             "deleted": False,
+            "metadata": metadata,
             "created_at": self.stamp(),
         }
         session.events.append(event)
@@ -108,180 +128,118 @@ class _Flux0:
 _FLUX0: web.AppKey[_Flux0] = web.AppKey("pollkit_sim_flux0", _Flux0)
 
 
-def _detail(status: int, detail: Any) -> web.Response:
-    return web.json_response({"detail": detail}, status=status)
-
-
-def _missing(where: str, name: str) -> dict[str, Any]:
-    return {"type": "missing", "loc": [where, name], "msg": "Field required", "input": None}
-
-
-def _bad_id(where: str, name: str, value: str) -> web.Response | None:
-    """FastAPI's 422 for an id that is not 10 characters long, or None."""
-    if len(value) == _ID_LENGTH:
-        return None
-    kind = "string_too_short" if len(value) < _ID_LENGTH else "string_too_long"
-    qualifier = "at least" if len(value) < _ID_LENGTH else "at most"
-    item = {
-        "type": kind,
-        "loc": [where, name],
-        "msg": f"String should have {qualifier} {_ID_LENGTH} characters",
-        "input": value,
-    }
-    return _detail(422, [item])
-
-
-async def _object(request: web.Request) -> tuple[dict[str, Any], web.Response | None]:
-    raw = await request.read()
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        item = {"type": "json_invalid", "loc": ["body", 0], "msg": "JSON decode error"}
-        return {}, _detail(422, [item])
-    if not isinstance(body, dict):
-        item = {
-            "type": "model_attributes_type",
-            "loc": ["body"],
-            "msg": "Input should be an object",
-        }
-        return {}, _detail(422, [item])
-    return body, None
-
-
-def _text_field(body: dict[str, Any], name: str, required: bool) -> dict[str, Any] | None:
-    value = body.get(name)
-    if value is None:
-        return _missing("body", name) if required else None
-    if not isinstance(value, str):
-        return {"type": "string_type", "loc": ["body", name], "msg": "Input should be a string"}
-    if required and not 1 <= len(value) <= _AGENT_NAME_MAX:
-        return {
-            "type": "string_too_long" if value else "string_too_short",
-            "loc": ["body", name],
-            "msg": f"String should have 1 to {_AGENT_NAME_MAX} characters",
-        }
-    return None
-
-
 # -- agents and sessions -----------------------------------------------------------------------
 
 
 async def _list_agents(request: web.Request) -> web.Response:
-    return web.json_response({"data": list(request.app[_FLUX0].agents.values())})
+    flux = request.app[_FLUX0]
+    flux.user(request)
+    return web.json_response({"data": list(flux.agents.values())})
 
 
 async def _create_agent(request: web.Request) -> web.Response:
     flux = request.app[_FLUX0]
-    body, error = await _object(request)
-    if error is not None:
-        return error
-    problems = [
-        p
-        for p in (
-            _text_field(body, "name", True),
-            _text_field(body, "type", True),
-            _text_field(body, "description", False),
-        )
-        if p
-    ]
-    if problems:
-        return _detail(422, problems)
-    agent = {
-        "id": flux.new_id(),
-        "name": body["name"],
-        "type": body["type"],
-        "description": body.get("description"),
+    flux.user(request)
+    body, problems = await parse_body(request, AgentBody)
+    if body is None:
+        return detail(422, problems)
+    agent_id = flux.new_id()
+    agent: dict[str, Any] = {
+        "id": agent_id,
+        "name": body.name,
+        "type": body.type,
+        "description": body.description or None,  # the server stores "" as no description
         "created_at": flux.stamp(),
     }
-    flux.agents[agent["id"]] = agent
+    flux.agents[agent_id] = agent
     return web.json_response({k: v for k, v in agent.items() if v is not None}, status=201)
 
 
 async def _get_agent(request: web.Request) -> web.Response:
+    flux = request.app[_FLUX0]
+    flux.user(request)
     agent_id = request.match_info["agent_id"]
-    bad = _bad_id("path", "agent_id", agent_id)
-    if bad is not None:
-        return bad
-    agent = request.app[_FLUX0].agents.get(agent_id)
+    _, problems = validate_params([("path", "agent_id", "id", agent_id)])
+    if problems:
+        return detail(422, problems)
+    agent = flux.agents.get(agent_id)
     if agent is None:
-        return _detail(404, f"Agent with ID {agent_id} not found")
+        return detail(404, f"Agent with ID {agent_id} not found")
     return web.json_response(agent)
 
 
 async def _list_sessions(request: web.Request) -> web.Response:
+    flux = request.app[_FLUX0]
+    user = flux.user(request)
     wanted = request.query.get("agent_id")
     found = [
-        s.record
-        for s in request.app[_FLUX0].sessions.values()
-        if wanted is None or s.record["agent_id"] == wanted
+        session_view(s.record, drop_none=False)
+        for s in flux.sessions.values()
+        if s.record["user_id"] == user["id"]  # the server lists the caller's sessions only
+        and (wanted is None or s.record["agent_id"] == wanted)
     ]
     return web.json_response({"data": found})
 
 
 async def _create_session(request: web.Request) -> web.Response:
     flux = request.app[_FLUX0]
-    body, error = await _object(request)
-    if error is not None:
-        return error
-    agent_id = body.get("agent_id")
-    if not isinstance(agent_id, str):
-        return _detail(422, [_missing("body", "agent_id")])
-    session_id = body.get("id") or flux.new_id()
-    for name, value in (("agent_id", agent_id), ("id", str(session_id))):
-        bad = _bad_id("body", name, value)
-        if bad is not None:
-            return bad
-    if agent_id not in flux.agents:
-        return _detail(400, f"Agent with ID {agent_id} not found")
+    user = flux.user(request)
+    body, problems = await parse_body(request, SessionBody)
+    if body is None:
+        return detail(422, problems)
+    if body.agent_id not in flux.agents:
+        return detail(400, f"Agent with ID {body.agent_id} not found")
+    session_id = body.id or flux.new_id()
     record: dict[str, Any] = {
         "id": session_id,
-        "agent_id": agent_id,
-        "user_id": request.cookies.get("flux0_user_sub", "anonymous"),
-        "title": body.get("title"),
-        "consumption_offsets": {},
+        "agent_id": body.agent_id,
+        "user_id": user["id"],
+        "title": body.title,
+        "consumption_offsets": {"client": 0},
         "created_at": flux.stamp(),
     }
-    record = {k: v for k, v in record.items() if v is not None}
     flux.sessions[session_id] = _Session(record)
-    return web.json_response(record, status=201)
+    return web.json_response(session_view(record, drop_none=True), status=201)
 
 
 async def _get_session(request: web.Request) -> web.Response:
+    flux = request.app[_FLUX0]
+    flux.user(request)
     session_id = request.match_info["session_id"]
-    bad = _bad_id("path", "session_id", session_id)
-    if bad is not None:
-        return bad
-    session = request.app[_FLUX0].sessions.get(session_id)
+    _, problems = validate_params([("path", "session_id", "id", session_id)])
+    if problems:
+        return detail(422, problems)
+    session = flux.sessions.get(session_id)
     if session is None:
-        return _detail(404, f"Session with ID {session_id} not found")
-    return web.json_response(session.record)
+        return detail(404, f"Session with ID {session_id} not found")
+    return web.json_response(session_view(session.record, drop_none=True))
 
 
 async def _list_events(request: web.Request) -> web.Response:
+    flux = request.app[_FLUX0]
+    flux.user(request)
     session_id = request.match_info["session_id"]
-    bad = _bad_id("path", "session_id", session_id)
-    if bad is not None:
-        return bad
-    session = request.app[_FLUX0].sessions.get(session_id)
-    if session is None:
-        return _detail(400, f"Cannot list events for non-existent session with ID {session_id}")
     query = request.query
-    raw_offset = query.get("min_offset", "0")
-    if not raw_offset.lstrip("-").isdigit():
-        item = {
-            "type": "int_parsing",
-            "loc": ["query", "min_offset"],
-            "msg": "Input should be a valid integer",
-            "input": raw_offset,
-        }
-        return _detail(422, [item])
-    min_offset = int(raw_offset)
-    types = set(query.getall("types", []))
+    checks: list[tuple[str, str, str, Any]] = [("path", "session_id", "id", session_id)]
+    for name, kind in (("min_offset", "int"), ("source", "source")):
+        if name in query:
+            checks.append(("query", name, kind, query[name]))
+    if "types" in query:
+        checks.append(("query", "types", "types", query.getall("types")))
+    values, problems = validate_params(checks)
+    if problems:
+        return detail(422, problems)
+    session = flux.sessions.get(session_id)
+    if session is None:
+        return detail(400, f"Cannot list events for non-existent session with ID {session_id}")
+    min_offset = values.get("min_offset", 0)
+    source = values["source"].value if "source" in values else None
+    types = {kind.value for kind in values.get("types", ())}
     found = [
-        event
+        event_view(event)
         for event in session.events
         if event["offset"] >= min_offset
-        and ("source" not in query or event["source"] == query["source"])
+        and (source is None or event["source"] == source)
         and ("correlation_id" not in query or event["correlation_id"] == query["correlation_id"])
         and (not types or event["type"] in types)
     ]
@@ -431,36 +389,32 @@ def _store_message(flux: _Flux0, run: _Run) -> None:
 
 async def _create_event(request: web.Request) -> web.StreamResponse:
     flux = request.app[_FLUX0]
+    flux.user(request)
     session_id = request.match_info["session_id"]
-    body, error = await _object(request)
-    if error is not None:
-        return error
-    problems = [_missing("body", name) for name in ("type", "source") if name not in body]
-    bad = _bad_id("path", "session_id", session_id)
-    if problems:
-        return _detail(422, problems)
-    if bad is not None:
-        return bad
-    if body["type"] != "message":
-        return _detail(422, "Only message events can currently be added manually")
-    if body["source"] != "user":
-        return _detail(422, 'Only "user" source is supported for direct posting.')
-    content = body.get("content")
-    if not isinstance(content, str) or not content:
-        return _detail(422, "Missing 'message' field in event parameters")
+    _, problems = validate_params([("path", "session_id", "id", session_id)])
+    body, body_problems = await parse_body(request, EventBody)
+    if body is None or problems:
+        return detail(422, problems_in_order(problems, body_problems))
+    if body.type.value != "message":
+        return detail(422, "Only message events can currently be added manually")
+    content = body.content
+    if body.source.value != "user":
+        return detail(422, 'Only "user" source is supported for direct posting.')
+    if not content:
+        return detail(422, "Missing 'message' field in event parameters")
     session = flux.sessions.get(session_id)
     if session is None:
-        return _detail(400, f"Session with ID {session_id} not found")
+        return detail(400, f"Session with ID {session_id} not found")
     agent = flux.agents.get(session.record["agent_id"])
     if agent is None:
-        return _detail(400, f"Agent with ID {session.record['agent_id']} not found")
+        return detail(400, f"Agent with ID {session.record['agent_id']} not found")
     correlation_id = f"RID({flux.new_id()})::{flux.new_id()}"
     flux.store(
         session,
         correlation_id=correlation_id,
         type_="message",
         source="user",
-        data={"type": "message", "parts": [{"type": "content", "content": content}]},
+        data=_user_message(flux, session, content),
     )
     job = flux.state.create_job(
         dialect=DIALECT,
@@ -495,8 +449,23 @@ async def _create_event(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def _user_message(flux: _Flux0, session: _Session, content: str) -> dict[str, Any]:
+    """The stored user message: the session's user as participant (with the display name of
+    that user when the server knows it, else the id), never flagged, no tags (the server has
+    no moderation yet)."""
+    user_id = session.record["user_id"]
+    name = next((u["name"] for u in flux.users.values() if u["id"] == user_id), user_id)
+    return {
+        "type": "message",
+        "participant": {"id": user_id, "name": name},
+        "flagged": False,
+        "tags": [],
+        "parts": [{"type": "content", "content": content}],
+    }
+
+
 async def _unrouted(request: web.Request) -> web.Response:
-    return _detail(404, "Not Found")
+    return detail(404, "Not Found")
 
 
 async def _shutdown(app: web.Application) -> None:

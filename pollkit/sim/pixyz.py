@@ -80,10 +80,17 @@ async def _process_doc(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     if name not in PROCESSES:
         return envelope(400, f"Invalid process '{name}'")
-    doc = DOCS.get(name)
-    if doc is None:  # a script without a docstring: the inner 404 is wrapped in a 500
-        return envelope(500, f"HTTPException: 404: No documentation for process '{name}'")
-    return web.json_response({"doc": f"Process '{name}' documentation:\n\n{doc}"})
+    if name not in DOCS:
+        # A script without a ``main`` (``__init__``): the server raises its 404 inside a
+        # ``try`` that turns every exception into a 500, so the 404's str() becomes the details.
+        inner = {
+            "code": 404,
+            "message": "Not Found",
+            "details": f"No documentation found for '{name}' process",
+        }
+        return envelope(500, f"HTTPException: 404: {inner!r}")
+    # A ``main`` without a docstring reads as the text "None", as the server formats it.
+    return web.json_response({"doc": f"Process '{name}' documentation:\n\n{DOCS[name]}"})
 
 
 @handler(auth=False)

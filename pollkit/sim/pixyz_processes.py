@@ -57,23 +57,32 @@ MARKER = re.compile(r"#\s*pollkit-sim:\s*(.*)$", re.MULTILINE)
 
 _OUTCOMES = {"success": "complete", "failure": "error", "revoked": "canceled", "pending": "draft"}
 
-DOCS: dict[str, str] = {
-    "api_test": "Test the API: returns 'Hello World!' and echoes the params.",
-    "convert_file": (
-        "Convert the input file to another format.\n\n"
-        "params:\n    extension (str): the target format, default 'pxz'.\n\n"
-        "Returns:\n    {'output': 'output.<extension>'}"
-    ),
+# The reply of ``GET /processes/{name}`` is built from the docstring of the script's ``main``
+# (``ast.get_docstring``, so cleaned of indentation). Upstream's ``convert_file`` and ``sleep``
+# have none, and the real server then formats ``None`` into the text: None here means the same.
+# These are the exact reply strings of pixyz-scheduler's ``pixyz_api/process/*.py``.
+_THUMBS_PARAMS = (
+    "Parameters\n{\n"
+    "'width': 1920, [optional] output images width (default: 512)\n"
+    "'height': 1080, [optional] output images height (default: 512)\n}"
+)
+DOCS: dict[str, str | None] = {
+    "api_test": "Test the PixyzScheduler API by returning a simple string",
+    "convert_file": None,
     "generate_metadata": (
-        "Import the input file and compute its metadata (16 counters) into metadata.json."
+        "Generate metadata for a model.\n\nOutputs a metadata.json file in the output directory "
+        "and returns the metadata as a dictionary."
     ),
+    # Upstream's closing brace is followed by a space, which the docstring cleaning keeps.
     "generate_thumbnails": (
-        "Render iso/x/y/z thumbnails of the input file, a preview.glb and metadata.json.\n\n"
-        "params:\n    width (int): default 512.\n    height (int): default 512."
+        "Generate png thumbnails [iso,x,y,z], preview.glb and metadata.json for the given file"
+        f"\n\n{_THUMBS_PARAMS} "
     ),
-    "sleep": "Sleep.\n\nparams:\n    duration (float): seconds, default 0.1.",
+    "sleep": None,
     "thumbnail_chained": (
-        "Thumbnails through a CPU then GPU chain of tasks (width and height forced to 512)."
+        "Generate png thumbnails [iso,x,y,z], preview.glb and metadata.json for the given file: "
+        "DAG version -> CPU task (load, metadata, glb, export to GLB) -> GPU task (screenshot)"
+        f"\n\n{_THUMBS_PARAMS}"
     ),
 }
 

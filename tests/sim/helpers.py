@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -17,6 +18,9 @@ from pollkit.sim import Scenario
 # A clock that barely moves on its own: tests step it with `sim.clock.advance`, so every
 # status they observe is decided by the test, not by how fast the machine is.
 MANUAL = Scenario(seed=7, time_scale=1.0, queue_delay=100.0, render_time=100.0)
+
+# A flux0 id: 10 characters of nanoid's alphabet, never "_", and "-" only inside.
+FLUX0_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{8}[A-Za-z0-9]$")
 
 IMAGE_BODY: dict[str, Any] = {"image_count": 2, "style": {"prompt": "a harbour at dawn"}}
 VIDEO_BODY: dict[str, Any] = {"end_seconds": 5.0, "style": {"prompt": "a paper boat"}}

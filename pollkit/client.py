@@ -20,9 +20,10 @@ from pollkit.engine import Engine
 from pollkit.errors import ConfigurationError, URLExpired
 from pollkit.http import Transport, UploadProgress
 from pollkit.journal import Journal, default_journal_path
+from pollkit.journal_lock import JournalLock, check_journal_location
 from pollkit.models import Event, JobState, Output, Result, Status
 from pollkit.notifications import Notifications, PushSource
-from pollkit.policies import Cadence, DownloadPolicy, RetryPolicy
+from pollkit.policies import Cadence, DownloadPolicy, RetryPolicy, SubmitPolicy
 from pollkit.progress import NullProgress, ProgressSink, TqdmProgress
 from pollkit.providers.base import Provider, Request, Response, Submission
 from pollkit.scheduler import BatchItem, Scheduler
@@ -54,6 +55,8 @@ class AsyncClient:
         push: A source of server push (`StatusStream`, `WebhookReceiver`), started with the
             client and closed with it: waits then end on a notification instead of a poll,
             and fall back to polling when it drops (see `Cadence.push_window`).
+        submit: Which failed submits are sent again, and how an ambiguous one is looked up
+            (`SubmitPolicy`); the waits between attempts are `retry`'s.
 
     Raises:
         ConfigurationError: An argument is invalid.
@@ -72,6 +75,7 @@ class AsyncClient:
         seed: int | None = None,
         logger: logging.Logger | None = None,
         push: PushSource | None = None,
+        submit: SubmitPolicy | None = None,
     ) -> None:
         if not isinstance(provider, Provider):
             raise ConfigurationError(f"provider must be a pollkit Provider, got {provider!r}")
@@ -86,7 +90,10 @@ class AsyncClient:
             secrets=provider.secrets,
             logger=logger,
         )
-        self._engine = Engine(provider, self._transport, rng=random.Random(seed))
+        self.submit_policy = submit or SubmitPolicy()
+        self._engine = Engine(
+            provider, self._transport, rng=random.Random(seed), submit_policy=self.submit_policy
+        )
         # Engines of the same provider on other servers (the calls' `base_url`), by URL.
         self._elsewhere: dict[str, Engine] = {}
         self._downloader = Downloader(self._transport, download, auth=self._download_headers)
@@ -150,7 +157,9 @@ class AsyncClient:
             return self._engine
         if key not in self._elsewhere:
             provider = self.provider.with_base_url(key)
-            self._elsewhere[key] = Engine(provider, self._transport, rng=self._rng)
+            self._elsewhere[key] = Engine(
+                provider, self._transport, rng=self._rng, submit_policy=self.submit_policy
+            )
         return self._elsewhere[key]
 
     def _download_headers(self, url: str) -> Mapping[str, str]:
@@ -435,35 +444,53 @@ class AsyncClient:
         """Run a batch and yield every event of it; see `run` for the arguments."""
         directory = Path(download_directory)
         chosen = self._cadence(timeout, cadence)
-        sink = _sink(progress, jobs=True)
-        owned: Journal | None = None
+        where: Path | None = None
         if journal is True:
-            owned = Journal(default_journal_path(directory))
+            where = default_journal_path(directory)
         elif isinstance(journal, (str, os.PathLike)):
-            owned = Journal(journal)
-        book = owned if owned is not None else (journal if isinstance(journal, Journal) else None)
-        scheduler = Scheduler(
-            self._engine,
-            self._downloader,
-            cadence=chosen,
-            durations=self._durations,
-            journal=book,
-            directory=directory,
-            concurrency=concurrency,
-            rate=rate,
-            download_outputs=download_outputs,
-            resubmit_ambiguous=resubmit_ambiguous,
-            on_event=on_event,
-            progress=sink,
-            refresher=self._refresher,
-            rng=self._rng,
-        )
+            where = check_journal_location(journal)
+        elif isinstance(journal, Journal):
+            where = journal.path
+        # Taken before the journal is read: a second run of the batch must refuse before it
+        # has seen, let alone sent, anything.
+        lock = JournalLock(where) if where is not None else None
+        owned: Journal | None = None
         try:
+            if isinstance(journal, Journal):
+                book: Journal | None = journal
+            elif where is not None:
+                book = owned = Journal(where)
+            else:
+                book = None
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        sink = _sink(progress, jobs=True)
+        try:
+            scheduler = Scheduler(
+                self._engine,
+                self._downloader,
+                cadence=chosen,
+                durations=self._durations,
+                journal=book,
+                directory=directory,
+                concurrency=concurrency,
+                rate=rate,
+                download_outputs=download_outputs,
+                resubmit_ambiguous=resubmit_ambiguous,
+                on_event=on_event,
+                progress=sink,
+                refresher=self._refresher,
+                rng=self._rng,
+            )
             async for event in scheduler.events(items):
                 yield event
         finally:
             if owned is not None:
                 owned.close()
+            if lock is not None:
+                lock.release()
             if progress is True:
                 sink.close()
 

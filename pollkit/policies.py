@@ -1,6 +1,7 @@
 """User-facing policies: how often to poll (`Cadence`), how to retry a failed request
 (`RetryPolicy`) and which failed submits may be sent again (`SubmitPolicy`). All are frozen;
-`model_copy(update=...)` or a call's keyword arguments override a client's defaults. Durations are seconds, as a float or a `datetime.timedelta`.
+`model_copy(update=...)` or a call's keyword arguments override a client's defaults. Durations
+are seconds, as a float or a `datetime.timedelta`.
 """
 
 from __future__ import annotations

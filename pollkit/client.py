@@ -527,14 +527,19 @@ class AsyncClient:
             timeout: Deadline of each job, in seconds from its submission.
             cadence: Polling policy (the durations seen in the batch refine it).
             download_outputs: Download the outputs of completed jobs.
-            resubmit_ambiguous: Submit again a spec whose submit was in flight when the last
-                run stopped (the job may exist: Magic Hour cannot tell).
+            resubmit_ambiguous: Submit again a spec whose earlier submit may have created its
+                job (a 500, 502 or 504, a reset after sending, or in flight when a run died)
+                and could not be looked up (Magic Hour has no way to ask): it may be paid
+                twice. APIs with a tag lookup (PiXYZ) resolve such specs without it.
             on_event: Called with every `Event` (submitted, status, progress, downloads, done,
                 failed).
             progress: True for tqdm bars (jobs with counts per status, and bytes), or a sink.
 
         Raises:
             AuthenticationError: The API key was refused (nothing else would work either).
+                Submits already on the wire are let finish and recorded first.
+            JournalBusy: Another live run holds the journal; nothing was sent.
+            ConfigurationError: `journal` is a URL pollkit cannot open (``postgresql://…``).
         """
         async for event in self.events(
             items,

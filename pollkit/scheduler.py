@@ -6,10 +6,17 @@ downloaded as soon as it completes, while others still render. A 429 anywhere pa
 request of the batch (a shared backoff), and one failed job never stops the others.
 
 With a journal, every spec is written down before its submit request and completed with the job
-id after it, so a rerun of the same batch submits nothing twice and downloads nothing twice. A
-spec whose submit was in flight when the previous run stopped is *ambiguous*: the API (Magic
-Hour has no list endpoint) cannot tell whether the job exists, so it is reported as failed with
-code ``ambiguous_submit`` and submitted again only with ``resubmit_ambiguous=True``.
+id after it, so a rerun of the same batch submits nothing twice and downloads nothing twice.
+
+A failed submit is retried only when it created nothing (`SubmitPolicy`, decided by
+`pollkit.core.retry.submit_fate`): never sent, or a 429/503. One that may have created its job
+(a 500, 502 or 504, a reset after sending, or in flight when a previous run died) is
+*ambiguous*: where the API lists jobs by a tag the submit carried (PiXYZ's ``name``), the tag is
+looked up; otherwise (Magic Hour has no list endpoint) it is reported as failed with code
+``ambiguous_submit`` and submitted again only with ``resubmit_ambiguous=True``. When the batch
+stops (a refused key, Ctrl-C, an error), submits on the wire are let finish, up to the
+transport's timeout, and their answers recorded: only a submit whose fate stays unknown is left
+``submitting`` for the next run to treat as ambiguous.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 Three families: faults that replace a response (``status``, ``reset``), decided before the
 handler runs; ``drop_reply``, which lets the handler run (a submit creates its job) and then
-resets the connection instead of answering; and faults that break a download body already under way (``truncate``,
-``reset_mid``, ``stall``), decided only once a body is about to be sent so that a HEAD, a 416
-or an empty body never uses one up.
+resets the connection instead of answering; and faults that break a download body already under
+way (``truncate``, ``reset_mid``, ``stall``), decided only once a body is about to be sent so
+that a HEAD, a 416 or an empty body never uses one up.
 """
 
 from __future__ import annotations
@@ -79,9 +79,10 @@ class Fault:
     Attributes:
         kind: ``"status"`` answers `status` with a ``{"message": ...}`` body; ``"reset"``
             closes the connection without a response; ``"drop_reply"`` handles the request
-            (a submit creates its job) and then closes the connection instead of answering. On download bodies, after about half
-            the body: ``"truncate"`` closes the connection, ``"reset_mid"`` resets it and
-            ``"stall"`` pauses `stall_seconds`, then goes on.
+            (a submit creates its job) and then closes the connection instead of answering.
+            On download bodies, after about half the body: ``"truncate"`` closes the
+            connection, ``"reset_mid"`` resets it and ``"stall"`` pauses `stall_seconds`,
+            then goes on.
         status: HTTP status for ``"status"`` faults.
         retry_after: Seconds for a ``Retry-After`` header, or None for none.
         stall_seconds: Real seconds a ``"stall"`` pauses.

@@ -36,13 +36,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pollkit._aio import wait_event
+from pollkit.batch_submits import Submitter
 from pollkit.core.cadence import DurationModel, PollHints, batch_poll_delay, learned_delay
 from pollkit.core.ratelimit import TokenBucket
-from pollkit.core.retry import retry_after_of, retry_delays, submit_fate
+from pollkit.core.retry import retry_after_of
 from pollkit.download import Downloader, Refresh
 from pollkit.engine import Engine
 from pollkit.errors import (
-    AmbiguousSubmit,
     APIError,
     AuthenticationError,
     ConfigurationError,
@@ -57,8 +57,6 @@ from pollkit.journal import Journal, JournalEntry, spec_key
 from pollkit.models import ErrorInfo, Event, JobState, Result, Status
 from pollkit.policies import Cadence
 from pollkit.progress import NullProgress, ProgressSink
-from pollkit.providers.base import Submission
-from pollkit.tag_lookup import TagLookup
 
 __all__ = ["BatchItem", "Scheduler"]
 
@@ -156,15 +154,6 @@ class Scheduler:
         # 429s are handled here, for the whole batch, instead of per request.
         base = engine.transport.retry
         self._poll_retry = base.model_copy(update={"statuses": base.statuses - {429}})
-        # One attempt per request: the submit loop below retries, so that between attempts
-        # it knows the last one created nothing, and a batch that stops can say so.
-        self._submit_retry = base.model_copy(update={"max_attempts": 1})
-        self._submit_policy = engine.submit_policy
-        self._lookup = TagLookup(engine, self._poll_retry, self._spawn)
-        # Submit requests on the wire (with the journal writes around them): a batch that stops
-        # lets them finish, up to the transport's timeout, and records their real answer.
-        self._sending: set[asyncio.Task[Any]] = set()
-        self._stopping = False
         self._journal_thread = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="pollkit-journal"
         )
@@ -182,6 +171,7 @@ class Scheduler:
         self._pause_step = 0
         self._fatal: BaseException | None = None
         self._keys: set[str] = set()
+        self._submits = Submitter(self, lookup_retry=self._poll_retry)
 
     # --- plumbing -----------------------------------------------------------------------
 
@@ -281,25 +271,12 @@ class Scheduler:
             if self._fatal is not None:
                 raise self._fatal
         finally:
-            self._stopping = True
+            self._submits.stopping = True
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-            await self._drain_submits()
+            await self._submits.drain()
             self._journal_thread.shutdown(wait=True)
-
-    async def _drain_submits(self) -> None:
-        """Let the submits on the wire finish and record their answers (the batch stopped)."""
-        if not self._sending:
-            return
-        bound = self.engine.transport.timeout + 5.0
-        _log.info("waiting up to %.0f s for %d submits in flight", bound, len(self._sending))
-        _, late = await asyncio.wait(set(self._sending), timeout=bound)
-        for task in late:
-            task.cancel()  # its fate is unknown: its row stays `submitting`, ambiguous later
-        await asyncio.gather(*late, return_exceptions=True)
-        if late:
-            _log.warning("%d submits got no answer before the batch stopped", len(late))
 
     async def _feed(self, items: Iterable[BatchItem]) -> None:
         slots = asyncio.Semaphore(self.concurrency)
@@ -364,14 +341,14 @@ class Scheduler:
                     return
                 if entry.state == "ambiguous":
                     why = "it was in flight when an earlier run stopped"
-                    if self._tag(key, spec) is not None:
-                        await self._resolve(key, spec, why)
+                    if self._submits.tag(key, spec) is not None:
+                        await self._submits.resolve(key, spec, why)
                         return
                     if not self.resubmit_ambiguous:
-                        self._fail_ambiguous(key, why)
+                        self._submits.fail_ambiguous(key, why)
                         return
                 again = True  # ambiguous (and told to) or rejected: send it again
-        await self._submit(key, spec, again=again)
+        await self._submits.submit(key, spec, again=again)
 
     async def _adopt(self, key: str, job_id: str) -> None:
         """Track a job that exists already (wait and download only)."""
@@ -381,154 +358,6 @@ class Scheduler:
             )
             if entry.state in ("submitting", "ambiguous"):
                 await self._journal(self.journal.record_submitted, key, job_id, None, _now())
-        self._track(key, job_id, None, None, fresh=False, due=0.0)
-
-    async def _submit(self, key: str, spec: Mapping[str, Any], *, again: bool) -> None:
-        """Submit `spec`, retrying what created nothing (see `SubmitPolicy`), then track it."""
-        policy = self.engine.transport.retry
-        waits = retry_delays(policy, self.rng)
-        next(waits)
-        attempts, started = 0, time.monotonic()
-        while True:
-            await self._respect_pause()
-            if self._bucket is not None:
-                await asyncio.sleep(self._bucket.reserve(1, time.monotonic()))
-            # Shielded: cancelling this coroutine (the batch stops) must not cut a request on
-            # the wire, whose answer is the only way to know whether its job exists.
-            sending = asyncio.ensure_future(self._send(key, spec, again=again))
-            self._sending.add(sending)
-            sending.add_done_callback(self._sending.discard)
-            fate, outcome = await asyncio.shield(sending)
-            if isinstance(outcome, Submission):
-                break
-            again = True
-            if fate == "not_taken":
-                self._pause_all(outcome)  # the server said so: hold every request a while
-                continue
-            if fate == "unsent":
-                attempts += 1
-                delay = waits.send(outcome)
-                out_of_time = (
-                    policy.max_elapsed is not None
-                    and time.monotonic() + delay - started > policy.max_elapsed
-                )
-                if (policy.max_attempts is not None and attempts >= policy.max_attempts) or (
-                    out_of_time
-                ):
-                    self._fail_unsubmitted(key, outcome)  # nothing was created: a rerun sends
-                    return
-                _log.debug("spec %s: submit never sent (%s); again in %.2f s", key, outcome, delay)
-                await asyncio.sleep(delay)
-                continue
-            if fate == "ambiguous":
-                await self._resolve(key, spec, str(outcome))
-                return
-            if isinstance(outcome, AuthenticationError):
-                raise outcome  # no other request of the batch can succeed either
-            self._fail_unsubmitted(key, outcome)  # refused: nothing was created
-            return
-        self._emit(Event("submitted", key, outcome.job_id))
-        first = self._first_delay(outcome.kind)
-        self._track(key, outcome.job_id, outcome.kind, outcome.submitted_at, fresh=True, due=first)
-
-    async def _send(
-        self, key: str, spec: Mapping[str, Any], *, again: bool
-    ) -> tuple[str, Submission | PollkitError]:
-        """One submit request with its journal rows: the row first, the answer after.
-
-        Returns ``("created", submission)`` or the failure's `submit_fate` and its error.
-        """
-        if self.journal is not None:
-            # Written after the waits, just before the request: a batch stopped while
-            # waiting leaves no row that looks like a submit in flight.
-            if again:
-                await self._journal(self.journal.retry_submit, key)
-            else:
-                await self._journal(self.journal.begin_submit, key, self.provider.name, dict(spec))
-        if self._stopping:
-            stopped = PollkitError(f"spec {key}: not sent: the batch stopped first")
-            if self.journal is not None:
-                await self._journal(self.journal.record_submit_failed, key, str(stopped))
-            return "unsent", stopped
-        try:
-            submission = await self.engine.submit(
-                spec, retry=self._submit_retry, tag=self._tag(key, spec)
-            )
-        except PollkitError as exc:
-            fate = submit_fate(exc, self._submit_policy)
-            if self.journal is not None:
-                if fate == "ambiguous":
-                    await self._journal(self.journal.mark_ambiguous, key)
-                else:
-                    await self._journal(self.journal.record_submit_failed, key, str(exc))
-            return fate, exc
-        if self.journal is not None:
-            await self._journal(
-                self.journal.record_submitted,
-                key,
-                submission.job_id,
-                submission.kind,
-                submission.submitted_at,
-                urgent=True,
-            )
-        return "created", submission
-
-    def _tag(self, key: str, spec: Mapping[str, Any]) -> str | None:
-        """The tag this spec's submits carry, when its job can be looked up by it."""
-        if not self._submit_policy.look_up:
-            return None
-        return self.provider.submit_tag(spec, key)
-
-    def _fail_ambiguous(self, key: str, reason: str, *, looked_up: bool = False) -> None:
-        error = AmbiguousSubmit(
-            key=key, provider=self.provider.name, reason=reason, can_look_up=looked_up
-        )
-        self._fail_unsubmitted(key, error, code="ambiguous_submit")
-
-    async def _resolve(self, key: str, spec: Mapping[str, Any], reason: str) -> None:
-        """An ambiguous submit: find its job by its tag, or learn that it was never created."""
-        tag = self._tag(key, spec)
-        if tag is None:
-            self._fail_ambiguous(key, reason)
-            return
-        window = self._submit_policy.lookup_window
-        deadline = None if window is None else time.monotonic() + window
-        interval = min(max(self.cadence.initial, 0.05), 5.0)
-        listed = False  # whether one lookup answered
-        while True:
-            try:
-                found = await self._lookup.find(tag)
-            except AuthenticationError:
-                raise
-            except PollkitError as exc:
-                _log.info("spec %s: looking up its tag failed: %s", key, exc)
-                found = None
-            if found is not None:
-                listed = True
-                if len(found) == 1:
-                    await self._adopt_found(key, found[0])
-                    return
-                if len(found) > 1:
-                    self._fail_ambiguous(key, f"{len(found)} jobs carry its tag", looked_up=True)
-                    return
-                if self.provider.lists_new_jobs:
-                    break  # listed at once, and not there: never created
-            if deadline is None or time.monotonic() >= deadline:
-                if listed and deadline is not None:
-                    break  # not listed for the whole window: taken as never created
-                self._fail_ambiguous(key, f"{reason}; its tag was not found", looked_up=True)
-                return
-            await asyncio.sleep(interval)
-        _log.info("spec %s: no job carries its tag; submitting it again", key)
-        await self._submit(key, spec, again=True)
-
-    async def _adopt_found(self, key: str, job_id: str) -> None:
-        _log.info("spec %s: its ambiguous submit created job %s", key, job_id)
-        if self.journal is not None:
-            await self._journal(
-                self.journal.record_submitted, key, job_id, None, _now(), urgent=True
-            )
-        self._emit(Event("submitted", key, job_id))
         self._track(key, job_id, None, None, fresh=False, due=0.0)
 
     def _replay(self, entry: JournalEntry) -> None:

@@ -8,8 +8,9 @@ The batch is the one of ``tests/test_chaos.py`` (``tests/chaos.py`` builds and c
 Magic Hour images and videos, Pixy images and videos, PiXYZ jobs fetched file by file and as
 extracted zip archives, one client per lane, all at once, against a simulator in a process of its
 own. Lanes run in passes over their journal until no spec is left ambiguous (a submit that met a
-5xx or a reset may have created a job, so a run reports it instead of paying twice; the next pass
-submits it again, as ``pollkit run --resubmit-ambiguous`` would). Every result is then checked
+500, 502, 504 or a reset after sending may have created a job: PiXYZ lanes look it up by its name,
+the others report it instead of paying twice; the next pass submits it again, as
+``pollkit run --resubmit-ambiguous`` would). Every result is then checked
 against the simulator's record: outputs on disk byte for byte (sha256), failed and canceled jobs
 reported as such, one job per spec, no ``.part`` file left.
 

@@ -12,6 +12,7 @@ from pollkit._lazy import exports
 
 # Errors are imported at once: they are small, and what callers catch.
 from pollkit.errors import (
+    AmbiguousSubmit,
     APIError,
     AuthenticationError,
     ChecksumMismatch,
@@ -23,6 +24,7 @@ from pollkit.errors import (
     JobCanceled,
     JobFailed,
     JobOutcomeError,
+    JournalBusy,
     NotFound,
     NotReady,
     PollkitError,
@@ -44,7 +46,7 @@ if TYPE_CHECKING:
     from pollkit.notebook import Results
     from pollkit.pixy_client import PixyClient
     from pollkit.pixyz_ops import PixyzClient
-    from pollkit.policies import Cadence, DownloadPolicy, RetryPolicy
+    from pollkit.policies import Cadence, DownloadPolicy, RetryPolicy, SubmitPolicy
     from pollkit.progress import NullProgress, ProgressSink, TqdmProgress
     from pollkit.providers import (
         Flux0,
@@ -79,6 +81,7 @@ _SOURCES = {
         "Cadence",
         "DownloadPolicy",
         "RetryPolicy",
+        "SubmitPolicy",
     ),
     "pollkit.progress": (
         "NullProgress",
@@ -104,6 +107,7 @@ __getattr__, __dir__ = exports(__name__, globals(), _SOURCES)
 
 __all__ = [
     "APIError",
+    "AmbiguousSubmit",
     "AsyncClient",
     "AuthenticationError",
     "Cadence",
@@ -122,6 +126,7 @@ __all__ = [
     "JobFailed",
     "JobOutcomeError",
     "JobState",
+    "JournalBusy",
     "MagicHour",
     "NotFound",
     "NotReady",
@@ -146,6 +151,7 @@ __all__ = [
     "StatusStream",
     "StorageError",
     "Submission",
+    "SubmitPolicy",
     "SubtitleGenProperties",
     "TqdmProgress",
     "TransportError",

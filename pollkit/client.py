@@ -18,9 +18,10 @@ from pollkit.engine import Engine
 from pollkit.errors import ConfigurationError, URLExpired
 from pollkit.http import Body, Transport, UploadProgress
 from pollkit.journal import Journal, default_journal_path
+from pollkit.journal_lock import JournalLock, check_journal_location
 from pollkit.models import Event, JobState, Output, Result, Status
 from pollkit.notifications import Notifications, PushSource
-from pollkit.policies import Cadence, DownloadPolicy, RetryPolicy
+from pollkit.policies import Cadence, DownloadPolicy, RetryPolicy, SubmitPolicy
 from pollkit.progress import NullProgress, ProgressSink, TqdmProgress
 from pollkit.providers.base import Provider, Request, Response, Submission
 from pollkit.scheduler import BatchItem, Scheduler
@@ -55,6 +56,8 @@ class AsyncClient:
         push: A source of server push (`StatusStream`, `WebhookReceiver`), started with the
             client and closed with it: waits then end on a notification instead of a poll,
             and fall back to polling when it drops (see `Cadence.push_window`).
+        submit: Which failed submits are sent again, and how an ambiguous one is looked up
+            (`SubmitPolicy`); the waits between attempts are `retry`'s.
 
     Raises:
         ConfigurationError: An argument is invalid.
@@ -73,6 +76,7 @@ class AsyncClient:
         seed: int | None = None,
         logger: logging.Logger | None = None,
         push: PushSource | None = None,
+        submit: SubmitPolicy | None = None,
     ) -> None:
         if not isinstance(provider, Provider):
             raise ConfigurationError(f"provider must be a pollkit Provider, got {provider!r}")
@@ -87,7 +91,10 @@ class AsyncClient:
             secrets=provider.secrets,
             logger=logger,
         )
-        self._engine = Engine(provider, self._transport, rng=random.Random(seed))
+        self.submit_policy = submit or SubmitPolicy()
+        self._engine = Engine(
+            provider, self._transport, rng=random.Random(seed), submit_policy=self.submit_policy
+        )
         # Engines of the same provider on other servers (the calls' `base_url`), by URL.
         self._elsewhere: dict[str, Engine] = {}
         self._downloader = Downloader(self._transport, download, auth=self._download_headers)
@@ -151,7 +158,9 @@ class AsyncClient:
             return self._engine
         if key not in self._elsewhere:
             provider = self.provider.with_base_url(key)
-            self._elsewhere[key] = Engine(provider, self._transport, rng=self._rng)
+            self._elsewhere[key] = Engine(
+                provider, self._transport, rng=self._rng, submit_policy=self.submit_policy
+            )
         return self._elsewhere[key]
 
     def _download_headers(self, url: str) -> Mapping[str, str]:
@@ -459,35 +468,53 @@ class AsyncClient:
         """Run a batch and yield every event of it; see `run` for the arguments."""
         directory = Path(download_directory)
         chosen = self._cadence(timeout, cadence)
-        sink = _sink(progress, jobs=True)
-        owned: Journal | None = None
+        where: Path | None = None
         if journal is True:
-            owned = Journal(default_journal_path(directory))
+            where = default_journal_path(directory)
         elif isinstance(journal, (str, os.PathLike)):
-            owned = Journal(journal)
-        book = owned if owned is not None else (journal if isinstance(journal, Journal) else None)
-        scheduler = Scheduler(
-            self._engine,
-            self._downloader,
-            cadence=chosen,
-            durations=self._durations,
-            journal=book,
-            directory=directory,
-            concurrency=concurrency,
-            rate=rate,
-            download_outputs=download_outputs,
-            resubmit_ambiguous=resubmit_ambiguous,
-            on_event=on_event,
-            progress=sink,
-            refresher=self._refresher,
-            rng=self._rng,
-        )
+            where = check_journal_location(journal)
+        elif isinstance(journal, Journal):
+            where = journal.path
+        # Taken before the journal is read: a second run of the batch must refuse before it
+        # has seen, let alone sent, anything.
+        lock = JournalLock(where) if where is not None else None
+        owned: Journal | None = None
         try:
+            if isinstance(journal, Journal):
+                book: Journal | None = journal
+            elif where is not None:
+                book = owned = Journal(where)
+            else:
+                book = None
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        sink = _sink(progress, jobs=True)
+        try:
+            scheduler = Scheduler(
+                self._engine,
+                self._downloader,
+                cadence=chosen,
+                durations=self._durations,
+                journal=book,
+                directory=directory,
+                concurrency=concurrency,
+                rate=rate,
+                download_outputs=download_outputs,
+                resubmit_ambiguous=resubmit_ambiguous,
+                on_event=on_event,
+                progress=sink,
+                refresher=self._refresher,
+                rng=self._rng,
+            )
             async for event in scheduler.events(items):
                 yield event
         finally:
             if owned is not None:
                 owned.close()
+            if lock is not None:
+                lock.release()
             if progress is True:
                 sink.close()
 
@@ -524,14 +551,19 @@ class AsyncClient:
             timeout: Deadline of each job, in seconds from its submission.
             cadence: Polling policy (the durations seen in the batch refine it).
             download_outputs: Download the outputs of completed jobs.
-            resubmit_ambiguous: Submit again a spec whose submit was in flight when the last
-                run stopped (the job may exist: Magic Hour cannot tell).
+            resubmit_ambiguous: Submit again a spec whose earlier submit may have created its
+                job (a 500, 502 or 504, a reset after sending, or in flight when a run died)
+                and could not be looked up (Magic Hour has no way to ask): it may be paid
+                twice. APIs with a tag lookup (PiXYZ) resolve such specs without it.
             on_event: Called with every `Event` (submitted, status, progress, downloads, done,
                 failed).
             progress: True for tqdm bars (jobs with counts per status, and bytes), or a sink.
 
         Raises:
             AuthenticationError: The API key was refused (nothing else would work either).
+                Submits already on the wire are let finish and recorded first.
+            JournalBusy: Another live run holds the journal; nothing was sent.
+            ConfigurationError: `journal` is a URL pollkit cannot open (``postgresql://…``).
         """
         async for event in self.events(
             items,

@@ -12,18 +12,18 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from pollkit.core.cadence import PollHints, next_poll_delay
-from pollkit.core.retry import parse_retry_after
+from pollkit.core.retry import parse_retry_after, submit_fate
 from pollkit.errors import APIError, AuthenticationError, NotFound, PollkitError, PollTimeout
 from pollkit.http import Transport, UploadProgress
 from pollkit.models import JobState, Status
 from pollkit.notifications import Notifications, Subscription
-from pollkit.policies import Cadence, RetryPolicy
+from pollkit.policies import Cadence, RetryPolicy, SubmitPolicy
 from pollkit.providers.base import Provider, Request, Response, Submission
 
 __all__ = ["Engine", "Watch"]
@@ -54,6 +54,7 @@ class Engine:
         transport: Sends the requests.
         rng: Source of jitter (seed it for reproducible schedules).
         clock: Monotonic seconds; injectable so the cadence can be tested without waiting.
+        submit_policy: Which failed submits are sent again (default `SubmitPolicy()`).
     """
 
     def __init__(
@@ -63,9 +64,11 @@ class Engine:
         *,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        submit_policy: SubmitPolicy | None = None,
     ) -> None:
         self.provider = provider
         self.transport = transport
+        self.submit_policy = submit_policy or SubmitPolicy()
         self._rng = rng or random.Random()
         self._clock = clock
         self._started = False
@@ -107,21 +110,42 @@ class Engine:
         *,
         retry: RetryPolicy | None = None,
         on_upload: UploadProgress | None = None,
+        tag: str | None = None,
     ) -> Submission:
         """Create a job.
 
-        By default only a 429 is retried: it proves the server did not take the job, whereas a
-        5xx or a broken connection may hide a job that was created (and paid for). Pass `retry`
-        to choose otherwise. `on_upload` is told the bytes of files sent with the spec.
+        Only failures that prove no job was created are retried (`submit_policy`: a request
+        that never left, a 429 or a 503), with the waits and limits of `retry` (default: the
+        transport's); a 500, 502, 504 or a broken connection may hide a job that was created
+        (and paid for) and is raised. `on_upload` is told the bytes of files sent with the
+        spec; `tag` is set in the request where the API has a field for it
+        (`Provider.tagged`).
         """
+        if tag is not None:
+            spec = self.provider.tagged(spec, tag)
         request = self.provider.submit_request(spec)
         await self.start()
-        if retry is None:
-            retry = self.transport.retry.model_copy(
-                update={"statuses": frozenset({429}), "retry_connection_errors": False}
-            )
-        response = await self.transport.send(request, retry=retry, on_upload=on_upload)
+        policy = self.submit_policy
+
+        def retryable(error: PollkitError) -> bool:
+            return submit_fate(error, policy) in ("unsent", "not_taken")
+
+        response = await self.transport.send(
+            request, retry=retry, on_upload=on_upload, retry_if=retryable
+        )
         return self.provider.parse_submission(response, _utcnow())
+
+    async def find_tagged(
+        self, tags: Collection[str], *, retry: RetryPolicy | None = None
+    ) -> dict[str, list[str]]:
+        """For each of `tags`, the ids of the jobs the API lists with it (one list request).
+
+        Raises:
+            UnsupportedOperation: The API cannot list jobs by a tag.
+        """
+        await self.start()
+        response = await self.transport.send(self.provider.tag_lookup_request(), retry=retry)
+        return self.provider.find_tagged(response, tags)
 
     async def first_found(
         self, requests: Sequence[Request], retry: RetryPolicy | None = None

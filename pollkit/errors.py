@@ -4,7 +4,9 @@
 PollkitError
 ├── ConfigurationError (also ValueError)      bad arguments, invalid specs, missing keys
 │   └── UnsupportedOperation                  the API cannot do this (e.g. cancel on Magic Hour)
-├── TransportError                            no usable HTTP reply
+├── AmbiguousSubmit                           a submit may or may not have created its job
+├── JournalBusy                               another live run holds the batch's journal
+├── TransportError                            no usable HTTP reply (`sent`: may it have left?)
 │   ├── ConnectError                          could not connect, or the connection broke
 │   ├── ReadTimeout (also TimeoutError)       the server stopped answering
 │   └── ProtocolError                         the reply is not JSON, or not the expected shape
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "APIError",
+    "AmbiguousSubmit",
     "AuthenticationError",
     "ChecksumMismatch",
     "ConfigurationError",
@@ -51,6 +54,7 @@ __all__ = [
     "JobCanceled",
     "JobFailed",
     "JobOutcomeError",
+    "JournalBusy",
     "NotFound",
     "NotReady",
     "PollTimeout",
@@ -103,14 +107,23 @@ class TransportError(PollkitError):
     Attributes:
         operation: What pollkit was doing (``"get job"``).
         job_id: The job concerned, if any.
+        sent: False only when the request certainly never left: the connection was never
+            made (refused, DNS, TLS handshake, connect timeout). True when the server may have
+            received it (a reset or a timeout after the request was written).
     """
 
     def __init__(
-        self, message: str, *, operation: str | None = None, job_id: str | None = None
+        self,
+        message: str,
+        *,
+        operation: str | None = None,
+        job_id: str | None = None,
+        sent: bool = True,
     ) -> None:
         super().__init__(f"{_where(operation, job_id)}{message}")
         self.operation = operation
         self.job_id = job_id
+        self.sent = sent
 
 
 class ConnectError(TransportError):
@@ -200,6 +213,60 @@ class RateLimited(APIError):
 
 class ServerError(APIError):
     """5xx: the server failed."""
+
+
+class AmbiguousSubmit(PollkitError):
+    """A submit may have created its job, and pollkit could not find out.
+
+    The request reached the server (or a previous run stopped while it was in flight) and no
+    answer says what happened: a 500, 502 or 504, a connection reset or a timeout after the
+    request was sent. Where the API lists jobs by a tag pollkit sets at submit (PiXYZ's
+    ``name``), the batch looks the tag up instead and raises this only when that cannot tell.
+
+    Attributes:
+        key: The spec's key.
+        provider: The provider's name.
+        reason: What happened to the submit, one line.
+        can_look_up: Whether the API could in principle say if the job exists (False: Magic
+            Hour, which has no list endpoint).
+    """
+
+    def __init__(self, *, key: str, provider: str, reason: str, can_look_up: bool) -> None:
+        if can_look_up:
+            advice = "looking its tag up did not tell"
+        else:
+            advice = f"{provider} has no way to ask whether the job exists"
+        super().__init__(
+            f"spec {key}: its submit may have created a job ({reason}); {advice}. Submit it"
+            " again with resubmit_ambiguous=True (it may be paid twice)"
+        )
+        self.key = key
+        self.provider = provider
+        self.reason = reason
+        self.can_look_up = can_look_up
+
+
+class JournalBusy(PollkitError):
+    """Another live run holds the batch's journal; nothing was sent.
+
+    A journal has one live run at a time: two runs of one batch would both submit the specs
+    neither has recorded yet. The other run is named so it can be waited for or stopped.
+
+    Attributes:
+        path: The journal.
+        pid: The other run's process id, when it wrote it.
+        host: The other run's host name, when it wrote it.
+        since: When the other run started (ISO 8601, UTC), when it wrote it.
+    """
+
+    def __init__(self, *, path: str, pid: int | None, host: str | None, since: str | None) -> None:
+        who = f"pid {pid} on {host or 'an unknown host'}" if pid else "another process"
+        when = f" since {since}" if since else ""
+        super().__init__(f"journal {path} is in use by another run ({who}{when})")
+        self.path = path
+        self.pid = pid
+        self.host = host
+        self.since = since
 
 
 class JobOutcomeError(PollkitError):

@@ -75,11 +75,29 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+# Failures that happen before a request is written: the connection was never made, so the
+# server cannot have seen it (a submit that meets one may be sent again). A DNS or TLS failure
+# is a ClientConnectorError; a connect timeout (`sock_connect`) is ConnectionTimeoutError.
+_NEVER_SENT = (
+    aiohttp.ClientConnectorError,
+    aiohttp.ServerFingerprintMismatch,
+    aiohttp.ConnectionTimeoutError,
+)
+
+
 def transport_error(
     exc: BaseException, *, operation: str, job_id: str | None, url: str
 ) -> PollkitError:
-    """The pollkit error for an aiohttp or socket failure (raise it ``from exc``)."""
+    """The pollkit error for an aiohttp or socket failure (raise it ``from exc``).
+
+    Its `TransportError.sent` is False only when aiohttp failed before the connection existed.
+    """
     where = redact_url(url)
+    sent = not isinstance(exc, _NEVER_SENT)
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return ReadTimeout(
+            f"connect timed out ({where})", operation=operation, job_id=job_id, sent=False
+        )
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
         return ReadTimeout(f"timed out ({where})", operation=operation, job_id=job_id)
     if isinstance(exc, aiohttp.InvalidURL):
@@ -87,9 +105,11 @@ def transport_error(
     if isinstance(exc, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError)):
         reason = type(exc).__name__
         return ConnectError(
-            f"connection failed: {reason} ({where})", operation=operation, job_id=job_id
+            f"connection failed: {reason} ({where})", operation=operation, job_id=job_id, sent=sent
         )
-    return TransportError(f"{type(exc).__name__} ({where})", operation=operation, job_id=job_id)
+    return TransportError(
+        f"{type(exc).__name__} ({where})", operation=operation, job_id=job_id, sent=sent
+    )
 
 
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
@@ -436,6 +456,7 @@ class Transport:
         *,
         retry: RetryPolicy | None = None,
         on_upload: UploadProgress | None = None,
+        retry_if: Callable[[PollkitError], bool] | None = None,
     ) -> Response:
         """Send `request`, retrying transient failures; return the reply.
 
@@ -444,12 +465,15 @@ class Transport:
             retry: The retry policy for this request (default: the transport's).
             on_upload: Told how many bytes of the form's files were read for sending (on a
                 worker thread; a retry reads the files again from the start).
+            retry_if: Which failures are retried, instead of the policy's statuses and
+                connection errors (submits: `pollkit.core.retry.submit_fate`); the policy
+                still sets the waits and the limits.
 
         Raises:
             APIError: The server answered 4xx/5xx (after retries for retryable ones).
             TransportError: No reply could be had (after retries).
         """
-        attempt = self._retrying(request, retry or self.retry, self._send_once)
+        attempt = self._retrying(request, retry or self.retry, self._send_once, retry_if)
         response: Response = await attempt(request, on_upload)
         return response
 
@@ -559,8 +583,21 @@ class Transport:
         )(func)
         return wrapped
 
-    def _retrying(self, request: Request, policy: RetryPolicy, func: _F) -> _F:
-        return self.retrying(func, policy, what=f"{request.method} {redact_url(request.url)}")
+    def _retrying(
+        self,
+        request: Request,
+        policy: RetryPolicy,
+        func: _F,
+        retry_if: Callable[[PollkitError], bool] | None = None,
+    ) -> _F:
+        giveup = None
+        if retry_if is not None:
+
+            def giveup(exc: Exception) -> bool:
+                return not (isinstance(exc, PollkitError) and retry_if(exc))
+
+        what = f"{request.method} {redact_url(request.url)}"
+        return self.retrying(func, policy, what=what, giveup=giveup)
 
     def _unsendable(self, request: Request, exc: Exception) -> ConfigurationError:
         """What aiohttp refusing to send `request` means: a header it will not write (a key

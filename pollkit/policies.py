@@ -1,6 +1,7 @@
-"""User-facing policies: how often to poll (`Cadence`) and how to retry a failed request
-(`RetryPolicy`). Both are frozen; `model_copy(update=...)` or a call's keyword arguments override
-a client's defaults. Durations are seconds, as a float or a `datetime.timedelta`.
+"""User-facing policies: how often to poll (`Cadence`), how to retry a failed request
+(`RetryPolicy`) and which failed submits may be sent again (`SubmitPolicy`). All are frozen;
+`model_copy(update=...)` or a call's keyword arguments override a client's defaults. Durations
+are seconds, as a float or a `datetime.timedelta`.
 """
 
 from __future__ import annotations
@@ -20,13 +21,39 @@ from pydantic import (
 
 from pollkit.errors import ConfigurationError
 
-__all__ = ["Cadence", "DownloadPolicy", "RetryPolicy"]
+__all__ = ["Cadence", "DownloadPolicy", "RetryPolicy", "SubmitPolicy"]
 
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 def _seconds(value: Any) -> Any:
     return value.total_seconds() if isinstance(value, timedelta) else value
+
+
+def _status_patterns(value: Any) -> Any:
+    """HTTP statuses from codes, digit strings and ``"5XX"``-style patterns."""
+    if isinstance(value, (str, int)):
+        value = [value]
+    if not isinstance(value, (list, tuple, set, frozenset)):
+        return value
+    codes: set[Any] = set()
+    for item in value:
+        text = item.strip().upper() if isinstance(item, str) else None
+        if text is not None and len(text) == 3 and text[0].isdigit() and text[1:] == "XX":
+            first = int(text[0]) * 100
+            codes.update(range(first, first + 100))
+        elif text is not None and text.isdigit():
+            codes.add(int(text))
+        else:
+            codes.add(item)
+    return frozenset(codes)
+
+
+def _http_statuses(value: frozenset[int]) -> frozenset[int]:
+    bad = sorted(code for code in value if not 100 <= code <= 599)
+    if bad:
+        raise ValueError(f"not HTTP statuses: {bad}")
+    return value
 
 
 _P = TypeVar("_P", bound="_Policy")
@@ -141,32 +168,8 @@ class RetryPolicy(_Policy):
         "initial", "maximum", "max_elapsed", "jitter_seconds", mode="before"
     )(_seconds)
 
-    @field_validator("statuses", mode="before")
-    @classmethod
-    def _expand_patterns(cls, value: Any) -> Any:
-        if isinstance(value, (str, int)):
-            value = [value]
-        if not isinstance(value, (list, tuple, set, frozenset)):
-            return value
-        codes: set[Any] = set()
-        for item in value:
-            text = item.strip().upper() if isinstance(item, str) else None
-            if text is not None and len(text) == 3 and text[0].isdigit() and text[1:] == "XX":
-                first = int(text[0]) * 100
-                codes.update(range(first, first + 100))
-            elif text is not None and text.isdigit():
-                codes.add(int(text))
-            else:
-                codes.add(item)
-        return frozenset(codes)
-
-    @field_validator("statuses")
-    @classmethod
-    def _http_statuses(cls, value: frozenset[int]) -> frozenset[int]:
-        bad = sorted(code for code in value if not 100 <= code <= 599)
-        if bad:
-            raise ValueError(f"not HTTP statuses: {bad}")
-        return value
+    _expand_patterns = field_validator("statuses", mode="before")(_status_patterns)
+    _http_statuses = field_validator("statuses")(_http_statuses)
 
     @model_validator(mode="after")
     def _limits(self) -> RetryPolicy:
@@ -232,6 +235,50 @@ class RetryPolicy(_Policy):
         except (AttributeError, TypeError, ValueError) as exc:
             raise ConfigurationError(f"not a RetryConfig: {exc}") from exc
         return cls.from_backoff(strategy=strategy, retry_connection_errors=connection, **values)
+
+
+class SubmitPolicy(_Policy):
+    """Which failed submits are sent again, by what the server could have done with them.
+
+    A submit creates a job that may be paid for, so it is retried only when the failure proves
+    that no job was created:
+
+    - **never sent** (`retry_unsent`): the connection was never made (refused, DNS failure,
+      TLS handshake or certificate refused, connect timeout). Nothing left the machine.
+      Retried with the client's `RetryPolicy` backoff, within its `max_attempts` and
+      `max_elapsed`; when those run out the spec is reported not submitted (a rerun sends it).
+    - **not taken** (`retry_statuses`, 429 and 503 by default): the server answered that it
+      did not take the request. Retried after the server's Retry-After (in a batch, the whole
+      batch pauses), for as long as the server keeps saying so.
+    - **refused** (any other 4xx): the server read the request and said no; nothing was
+      created, the spec fails and a rerun sends it again.
+    - **ambiguous** (every other 5xx, i.e. 500, 502, 504; a reset or a timeout after the
+      request was written; a 2xx reply that cannot be read): the job may exist. Where the API
+      can be asked (`look_up`), the batch looks up the tag it gave the submit; otherwise the
+      spec is reported ``ambiguous_submit`` and sent again only with
+      ``resubmit_ambiguous=True``.
+
+    Attributes:
+        retry_statuses: HTTP statuses that prove the server did not take the request. Add one
+            (``"502"`` behind a gateway known to answer it before forwarding) or remove 503
+            from a server that answers it after creating a job. ``"5XX"`` patterns expand.
+        retry_unsent: Retry submits that certainly never left; False fails them at once.
+        look_up: Tag every submit (PiXYZ: its ``name``, the spec key unless the spec names
+            the job) and resolve an ambiguous one by looking the tag up in the API's job list.
+        lookup_window: How long a tag not (yet) in the job list is looked for before the submit
+            is taken as never created and sent again, for APIs that list a job only once it
+            runs (PiXYZ lists no queued job, and names none before it runs). Longer than the
+            longest queue wait you expect; None: a tag not found leaves the submit ambiguous.
+    """
+
+    retry_statuses: frozenset[int] = frozenset({429, 503})
+    retry_unsent: bool = True
+    look_up: bool = True
+    lookup_window: float | None = Field(default=60.0, gt=0, allow_inf_nan=False)
+
+    _to_seconds = field_validator("lookup_window", mode="before")(_seconds)
+    _expand_patterns = field_validator("retry_statuses", mode="before")(_status_patterns)
+    _http_statuses = field_validator("retry_statuses")(_http_statuses)
 
 
 class DownloadPolicy(_Policy):

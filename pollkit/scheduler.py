@@ -6,10 +6,17 @@ downloaded as soon as it completes, while others still render. A 429 anywhere pa
 request of the batch (a shared backoff), and one failed job never stops the others.
 
 With a journal, every spec is written down before its submit request and completed with the job
-id after it, so a rerun of the same batch submits nothing twice and downloads nothing twice. A
-spec whose submit was in flight when the previous run stopped is *ambiguous*: the API (Magic
-Hour has no list endpoint) cannot tell whether the job exists, so it is reported as failed with
-code ``ambiguous_submit`` and submitted again only with ``resubmit_ambiguous=True``.
+id after it, so a rerun of the same batch submits nothing twice and downloads nothing twice.
+
+A failed submit is retried only when it created nothing (`SubmitPolicy`, decided by
+`pollkit.core.retry.submit_fate`): never sent, or a 429/503. One that may have created its job
+(a 500, 502 or 504, a reset after sending, or in flight when a previous run died) is
+*ambiguous*: where the API lists jobs by a tag the submit carried (PiXYZ's ``name``), the tag is
+looked up; otherwise (Magic Hour has no list endpoint) it is reported as failed with code
+``ambiguous_submit`` and submitted again only with ``resubmit_ambiguous=True``. When the batch
+stops (a refused key, Ctrl-C, an error), submits on the wire are let finish, up to the
+transport's timeout, and their answers recorded: only a submit whose fate stays unknown is left
+``submitting`` for the next run to treat as ambiguous.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pollkit._aio import wait_event
+from pollkit.batch_submits import Submitter
 from pollkit.core.cadence import DurationModel, PollHints, batch_poll_delay, learned_delay
 from pollkit.core.ratelimit import TokenBucket
 from pollkit.core.retry import retry_after_of
@@ -39,7 +47,6 @@ from pollkit.errors import (
     AuthenticationError,
     ConfigurationError,
     DownloadError,
-    InvalidRequest,
     NotFound,
     PollkitError,
     PollTimeout,
@@ -147,9 +154,6 @@ class Scheduler:
         # 429s are handled here, for the whole batch, instead of per request.
         base = engine.transport.retry
         self._poll_retry = base.model_copy(update={"statuses": base.statuses - {429}})
-        self._submit_retry = base.model_copy(
-            update={"statuses": frozenset(), "retry_connection_errors": False}
-        )
         self._journal_thread = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="pollkit-journal"
         )
@@ -167,6 +171,7 @@ class Scheduler:
         self._pause_step = 0
         self._fatal: BaseException | None = None
         self._keys: set[str] = set()
+        self._submits = Submitter(self, lookup_retry=self._poll_retry)
 
     # --- plumbing -----------------------------------------------------------------------
 
@@ -266,9 +271,11 @@ class Scheduler:
             if self._fatal is not None:
                 raise self._fatal
         finally:
+            self._submits.stopping = True
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._submits.drain()
             self._journal_thread.shutdown(wait=True)
 
     async def _feed(self, items: Iterable[BatchItem]) -> None:
@@ -332,15 +339,16 @@ class Scheduler:
                         key, entry.job_id, entry.kind, entry.submitted_at, fresh=False, due=0.0
                     )
                     return
-                if entry.state == "ambiguous" and not self.resubmit_ambiguous:
-                    error = PollkitError(
-                        f"spec {key}: its submit was in flight when the last run stopped; the "
-                        "job may exist. Run with resubmit_ambiguous=True to submit it again."
-                    )
-                    self._fail_unsubmitted(key, error, code="ambiguous_submit")
-                    return
+                if entry.state == "ambiguous":
+                    why = "it was in flight when an earlier run stopped"
+                    if self._submits.tag(key, spec) is not None:
+                        await self._submits.resolve(key, spec, why)
+                        return
+                    if not self.resubmit_ambiguous:
+                        self._submits.fail_ambiguous(key, why)
+                        return
                 again = True  # ambiguous (and told to) or rejected: send it again
-        await self._submit(key, spec, again=again)
+        await self._submits.submit(key, spec, again=again)
 
     async def _adopt(self, key: str, job_id: str) -> None:
         """Track a job that exists already (wait and download only)."""
@@ -351,61 +359,6 @@ class Scheduler:
             if entry.state in ("submitting", "ambiguous"):
                 await self._journal(self.journal.record_submitted, key, job_id, None, _now())
         self._track(key, job_id, None, None, fresh=False, due=0.0)
-
-    async def _submit(self, key: str, spec: Mapping[str, Any], *, again: bool) -> None:
-        while True:
-            await self._respect_pause()
-            if self._bucket is not None:
-                await asyncio.sleep(self._bucket.reserve(1, time.monotonic()))
-            if self.journal is not None:
-                # Written after the waits, just before the request: a batch stopped while
-                # waiting leaves no row that looks like a submit in flight.
-                if again:
-                    await self._journal(self.journal.retry_submit, key)
-                else:
-                    await self._journal(
-                        self.journal.begin_submit, key, self.provider.name, dict(spec)
-                    )
-            try:
-                submission = await self.engine.submit(spec, retry=self._submit_retry)
-                break
-            except RateLimited as exc:
-                # The server did not take it: safe to send again, after the batch's pause.
-                self._pause_all(exc)
-                if self.journal is not None:
-                    await self._journal(self.journal.record_submit_failed, key, str(exc))
-                again = True
-            except AuthenticationError as exc:
-                # Nothing was created, and no other request of the batch can succeed either.
-                if self.journal is not None:
-                    await self._journal(self.journal.record_submit_failed, key, str(exc))
-                raise
-            except (InvalidRequest, ConfigurationError) as exc:
-                # Refused: nothing was created. A rerun may send it again.
-                if self.journal is not None:
-                    await self._journal(self.journal.record_submit_failed, key, str(exc))
-                self._fail_unsubmitted(key, exc)
-                return
-            except (APIError, TransportError) as exc:
-                # A 5xx or a broken connection may hide a job that was created and paid for.
-                if self.journal is not None:
-                    await self._journal(self.journal.mark_ambiguous, key)
-                self._fail_unsubmitted(key, exc, code="ambiguous_submit")
-                return
-        if self.journal is not None:
-            await self._journal(
-                self.journal.record_submitted,
-                key,
-                submission.job_id,
-                submission.kind,
-                submission.submitted_at,
-                urgent=True,
-            )
-        self._emit(Event("submitted", key, submission.job_id))
-        first = self._first_delay(submission.kind)
-        self._track(
-            key, submission.job_id, submission.kind, submission.submitted_at, fresh=True, due=first
-        )
 
     def _replay(self, entry: JournalEntry) -> None:
         """A job the journal says is finished, with its files on disk: no request at all."""

@@ -6,18 +6,22 @@ The batch is split into lanes, one client each, run at the same time against one
 Magic Hour images and videos, Pixy images (one or four outputs) and videos, PiXYZ jobs whose
 outputs are fetched file by file, and PiXYZ jobs whose outputs come as one zip archive (extracted).
 
-A submit that meets a 5xx or a reset is *ambiguous* (the job may exist: these APIs take no
-idempotency key), so the batch reports it failed instead of paying twice. A lane therefore
-runs in passes over the same journal, as a user would rerun ``pollkit run --resubmit-ambiguous``:
-the journal replays what is done, picks up jobs whose downloads gave out, and submits the
-ambiguous specs again. The chaos scenario fails requests before they reach a handler, so a
-resubmit never creates a second job, and the simulator's job count must equal the spec count.
+A submit answered 503 or 429 is retried (the server says it did not take it). One answered 500,
+502 or 504, or reset after it was sent, is *ambiguous* (the job may exist: these APIs take no
+idempotency key): PiXYZ lanes look its tag (the job's name) up in ``GET /jobs`` and send it again
+only once the lookup window shows no job carries it; Magic Hour and Pixy lanes report it failed
+instead of paying twice. A lane therefore runs in passes over the same journal, as a user would
+rerun ``pollkit run --resubmit-ambiguous``: the journal replays what is done, picks up jobs whose
+downloads gave out, and submits the ambiguous specs again. The chaos scenario fails requests
+before they reach a handler, so a resubmit never creates a second job, and the simulator's job
+count must equal the spec count.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -25,7 +29,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pollkit import AsyncClient, Cadence, DownloadPolicy, MagicHour, Result, RetryPolicy, Status
+from pollkit import (
+    AmbiguousSubmit,
+    AsyncClient,
+    Cadence,
+    DownloadPolicy,
+    MagicHour,
+    Result,
+    RetryPolicy,
+    Status,
+    SubmitPolicy,
+)
 from pollkit.pixy_client import PixyClient
 from pollkit.pixyz_ops import PixyzClient
 from pollkit.providers.pixy import Pixy
@@ -54,6 +68,9 @@ DOWNLOAD = DownloadPolicy(
     stall_timeout=0.5,  # the scenario's stalls last 1 s: a stalled body is retried
     not_ready=Cadence(initial=0.05, maximum=0.2, timeout=30),
 )
+# A PiXYZ job is listed (with its name) once a worker runs it: within the scenario's 3 simulated
+# seconds of queue, 0.15 s real. The window leaves room for a busy client and machine.
+SUBMIT = SubmitPolicy(lookup_window=3.0)
 MAX_PASSES = 6
 
 
@@ -74,6 +91,8 @@ class Lane:
     passes: int = 0
     # The first pass's results that the batch gave up on, by why: what a single run leaves.
     first_pass_errors: Counter[str] = field(default_factory=Counter)
+    # The same, by what happened to the request (``HTTP 502``, ``reset``…).
+    first_pass_causes: Counter[str] = field(default_factory=Counter)
 
 
 def _magichour_image(i: int) -> dict[str, Any]:
@@ -123,7 +142,7 @@ def build_lanes(urls: dict[str, str], api_key: str, jobs: int, root: Path) -> li
     model.write_bytes(b"ISO-10303-21;" * 100)
     counts = {name: int(jobs * share) for name, share in SHARES.items()}
     counts["magichour-image"] += jobs - sum(counts.values())
-    common: dict[str, Any] = {"cadence": CADENCE, "retry": RETRY, "timeout": 10.0}
+    common: dict[str, Any] = {"cadence": CADENCE, "retry": RETRY, "timeout": 10.0, "submit": SUBMIT}
 
     def magichour() -> AsyncClient:
         provider = MagicHour(api_key=api_key, base_url=urls["magichour"])
@@ -160,6 +179,18 @@ def _why(result: Result) -> str:
     return type(result.error).__name__
 
 
+def _cause(result: Result) -> str:
+    """What happened to a given-up submit's request: its HTTP status, or how it broke."""
+    error = result.error
+    reason = error.reason if isinstance(error, AmbiguousSubmit) else str(error)
+    match = re.search(r"HTTP (\d{3})", reason)
+    if match:
+        return f"HTTP {match.group(1)}"
+    if "Disconnected" in reason or "reset" in reason.lower() or "connection" in reason:
+        return "reset after sending"
+    return type(error).__name__
+
+
 async def run_lane(lane: Lane, *, concurrency: int = 32) -> None:
     """Run `lane` in passes until every spec has a result the batch did not give up on."""
     async with lane.make_client() as client:
@@ -177,6 +208,7 @@ async def run_lane(lane: Lane, *, concurrency: int = 32) -> None:
                     lane.final.setdefault(result.key, result)
                 elif lane.passes == 1:
                     lane.first_pass_errors[_why(result)] += 1
+                    lane.first_pass_causes[_cause(result)] += 1
 
 
 async def run_all(lanes: Sequence[Lane]) -> float:
@@ -202,6 +234,7 @@ class Report:
     faults: dict[str, int] = field(default_factory=dict)
     requests: int = 0
     first_pass_errors: Counter[str] = field(default_factory=Counter)
+    first_pass_by_lane: dict[str, Counter[str]] = field(default_factory=dict)
     passes: int = 0
 
     @property
@@ -256,6 +289,7 @@ def verify(lanes: Sequence[Lane], stats: dict[str, Any]) -> Report:
     for lane in lanes:
         report.jobs_by_lane[lane.name] = len(lane.specs)
         report.first_pass_errors += lane.first_pass_errors
+        report.first_pass_by_lane[lane.name] = lane.first_pass_causes
         outcomes = report.outcomes_by_lane.setdefault(lane.name, Counter())
         if len(lane.final) != len(lane.specs):
             missing = len(lane.specs) - len(lane.final)
@@ -277,14 +311,24 @@ def verify(lanes: Sequence[Lane], stats: dict[str, Any]) -> Report:
 
 def table(report: Report, wall: float) -> str:
     """The report as Markdown tables."""
-    lines = ["| lane | jobs | complete | error | canceled |", "|---|---|---|---|---|"]
+    lines = [
+        "| lane | jobs | complete | error | canceled | unsubmitted after one pass |",
+        "|---|---|---|---|---|---|",
+    ]
     for lane, count in report.jobs_by_lane.items():
         got = report.outcomes_by_lane.get(lane, Counter())
+        causes = report.first_pass_by_lane.get(lane, Counter())
+        left = ", ".join(f"{n} {why}" for why, n in sorted(causes.items())) or "0"
         lines.append(
-            f"| {lane} | {count} | {got['complete']} | {got['error']} | {got['canceled']} |"
+            f"| {lane} | {count} | {got['complete']} | {got['error']} | {got['canceled']}"
+            f" | {left} |"
         )
     o = report.outcomes
-    lines.append(f"| **all** | {report.specs} | {o['complete']} | {o['error']} | {o['canceled']} |")
+    left_all = sum(report.first_pass_errors.values())
+    lines.append(
+        f"| **all** | {report.specs} | {o['complete']} | {o['error']} | {o['canceled']}"
+        f" | {left_all} ({left_all / max(report.specs, 1):.1%}) |"
+    )
     lines += ["", "| fault | injected |", "|---|---|"]
     lines += [f"| {kind} | {report.faults.get(kind, 0)} |" for kind in FAULT_KINDS]
     others = sorted(set(report.faults) - set(FAULT_KINDS))

@@ -49,6 +49,12 @@ async def test_a_thousand_jobs_through_chaos_end_verified(tmp_path: Path) -> Non
     # A single run gives up only on ambiguous submits: transient failures of polls and
     # downloads are all absorbed within it.
     assert set(report.first_pass_errors) <= {"ambiguous submit"}
+    # And only those the server may have acted on: never a 503, a 429 or an unsent request.
+    causes = {why for lane in report.first_pass_by_lane.values() for why in lane}
+    assert causes <= {"HTTP 500", "HTTP 502", "HTTP 504", "reset after sending"}
+    # PiXYZ finds the job of an ambiguous submit by its name, or learns it was never created.
+    assert sum(report.first_pass_by_lane["pixyz-files"].values()) == 0
+    assert sum(report.first_pass_by_lane["pixyz-archive"].values()) == 0
 
 
 # -- regressions the chaos run found ----------------------------------------------------------

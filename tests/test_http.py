@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -21,7 +22,9 @@ from pollkit import (
     ReadTimeout,
     RetryPolicy,
     ServerError,
+    TransportError,
 )
+from pollkit.http import transport_error
 from tests.fakenet import aioresponses
 
 KEY = "mhk_live_do_not_leak"
@@ -218,3 +221,46 @@ async def test_a_flux0_time_budget_ends_the_retries_after_two_or_three_attempts(
             with pytest.raises(ServerError, match="HTTP 503: busy"):
                 await client.get("p1", kind="image")
             assert 2 <= calls(mocked) <= 4
+
+
+class _Key:
+    """Enough of aiohttp's ConnectionKey for its connector errors' messages."""
+
+    host, port, ssl = "api.example", 443, True
+
+
+def _connector(cls: type[aiohttp.ClientConnectorError], error: OSError) -> BaseException:
+    key: Any = _Key()
+    return cls(key, error)
+
+
+@pytest.mark.parametrize(
+    ("exc", "sent", "kind"),
+    [
+        (
+            _connector(aiohttp.ClientConnectorError, ConnectionRefusedError(111, "x")),
+            False,
+            ConnectError,
+        ),
+        (
+            _connector(aiohttp.ClientConnectorDNSError, OSError(-2, "Name unknown")),
+            False,
+            ConnectError,
+        ),
+        (_connector(aiohttp.ClientConnectorSSLError, OSError(1, "handshake")), False, ConnectError),
+        (aiohttp.ServerFingerprintMismatch(b"a", b"b", "api.example", 443), False, ConnectError),
+        (aiohttp.ConnectionTimeoutError("connect"), False, ReadTimeout),
+        (aiohttp.SocketTimeoutError("read"), True, ReadTimeout),
+        (aiohttp.ServerDisconnectedError(), True, ConnectError),
+        (aiohttp.ClientOSError(104, "reset by peer"), True, ConnectError),
+        (ConnectionResetError(104, "reset"), True, ConnectError),
+    ],
+)
+def test_the_transport_says_whether_a_request_could_have_left(
+    exc: BaseException, sent: bool, kind: type[Exception]
+) -> None:
+    error = transport_error(exc, operation="create image", job_id=None, url="https://x/v1/a?k=s")
+    assert isinstance(error, kind)
+    assert isinstance(error, TransportError)
+    assert error.sent is sent
+    assert "k=s" not in str(error)

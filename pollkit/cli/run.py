@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shlex
 import sys
 from collections import Counter
 from pathlib import Path
@@ -12,7 +13,13 @@ from typing import Any
 
 from pollkit.batchfile import read_batch
 from pollkit.client import AsyncClient
-from pollkit.errors import AuthenticationError, ConfigurationError, PollkitError
+from pollkit.errors import (
+    AmbiguousSubmit,
+    AuthenticationError,
+    ConfigurationError,
+    JournalBusy,
+    PollkitError,
+)
 from pollkit.models import Result
 from pollkit.policies import Cadence
 from pollkit.providers.base import Provider
@@ -40,13 +47,19 @@ Bad lines are reported with their numbers before anything is sent.
 
 The journal (default: DIR/.pollkit/journal.sqlite) records every job before it is submitted:
 run the same command again after a crash or Ctrl-C and it resumes, submitting nothing twice.
+One run at a time uses a journal: a second one refuses at once (exit 75). A submit answered
+500, 502 or 504, or cut off after it was sent, may have created its job: Magic Hour cannot be
+asked, so it is reported and sent again only with --resubmit-ambiguous. Submits that never
+left (connection refused, DNS, TLS) and 429/503 answers are retried. When work is left undone
+the summary ends with the command that finishes it.
 
 environment: each provider's key and URL variables stand in for --api-key and --base-url:
 MAGIC_HOUR_API_KEY / MAGIC_HOUR_BASE_URL, PIXY_API_KEY / PIXY_BASE_URL (and PIXY_SSO_URL),
 PIXYZ_API_KEY / PIXYZ_BASE_URL.
 
-exit status: 0 every job completed and its files were saved, 1 some job failed, was canceled
-or timed out, 2 bad usage or a bad line, 6 the API refused the key, 130 interrupted."""
+exit status: 0 every job completed and its files were saved, 1 some job failed, was canceled,
+timed out or was not submitted, 2 bad usage or a bad line, 6 the API refused the key, 75 another
+run is using the journal (try again later), 130 interrupted."""
 
 
 def register(sub: Any) -> None:
@@ -65,7 +78,9 @@ def register(sub: Any) -> None:
     parser.add_argument("--download-dir", required=True, help="where outputs go")
     parser.add_argument("--concurrency", type=int, default=16, help="submits/polls at once")
     parser.add_argument("--rate", type=float, default=None, help="most submits per second")
-    parser.add_argument("--journal", default=None, help="journal path (default: in DIR)")
+    parser.add_argument(
+        "--journal", default=None, help="journal file (default: DIR/.pollkit/journal.sqlite)"
+    )
     parser.add_argument("--no-journal", action="store_true", help="keep no journal")
     parser.add_argument("--timeout", type=float, default=None, help="deadline per job, seconds")
     parser.add_argument(
@@ -101,6 +116,21 @@ async def _run(
             results.append(result)
 
 
+def _why(result: Result) -> str:
+    """Why a job is not ok, in the command line's terms."""
+    error = result.error
+    if isinstance(error, AmbiguousSubmit):
+        if error.can_look_up:
+            advice = "looking it up did not tell"
+        else:
+            advice = f"{error.provider} cannot be asked whether the job exists"
+        return (
+            f"its submit may have created a job ({error.reason}); {advice}: add"
+            " --resubmit-ambiguous to submit it again (it may be paid twice)"
+        )
+    return str(error or result.state.error or result.status.value)
+
+
 def _summary(results: list[Result], total: int) -> str:
     counts = Counter(
         "timed out"
@@ -112,16 +142,50 @@ def _summary(results: list[Result], total: int) -> str:
     parts = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     lines = [f"{len(results)} of {total} jobs finished: {parts or 'none'}; {files} files"]
     for result in [r for r in results if not r.ok][:20]:
-        why = result.error or result.state.error or result.status.value
-        lines.append(f"  {result.key or result.job_id}: {why}")
+        lines.append(f"  {result.key or result.job_id}: {_why(result)}")
     return "\n".join(lines)
+
+
+def _finish_command(args: argparse.Namespace, *, resubmit: bool) -> str:
+    """The command that goes on with this batch: the same one, without the key."""
+    words = ["pollkit", "run", args.batch, "--download-dir", args.download_dir]
+    if args.provider != "magichour":
+        words += ["--provider", args.provider]
+    if args.base_url is not None:
+        words += ["--base-url", args.base_url]
+    if args.journal is not None:
+        words += ["--journal", args.journal]
+    if args.no_journal:
+        words.append("--no-journal")
+    if args.concurrency != 16:
+        words += ["--concurrency", str(args.concurrency)]
+    for flag, value in (("--rate", args.rate), ("--timeout", args.timeout)):
+        if value is not None:
+            words += [flag, f"{value:g}"]
+    if resubmit or args.resubmit_ambiguous:
+        words.append("--resubmit-ambiguous")
+    command = shlex.join(words)
+    if args.given_api_key:
+        # Never printed: the key is given again the way the user gave it.
+        command += f"  (with your key: --api-key KEY or ${PROVIDERS[args.provider].ENV_API_KEY})"
+    return command
+
+
+def _undone(results: list[Result], total: int) -> tuple[bool, bool]:
+    """(whether a rerun has work to do, whether it needs --resubmit-ambiguous)."""
+    ambiguous = any(isinstance(r.error, AmbiguousSubmit) for r in results)
+    # A job that ended in error or canceled is done; one the batch gave up on is not.
+    left = len(results) < total or any(r.error is not None for r in results)
+    return left or ambiguous, ambiguous
 
 
 def run(args: argparse.Namespace) -> int:
     """Run `run`; see the epilog for the exit status."""
     kind = PROVIDERS[args.provider]
+    args.given_api_key = args.api_key is not None
     api_key = args.api_key or os.environ.get(kind.ENV_API_KEY, "")
     results: list[Result] = []
+    items: list[BatchItem] = []
     try:
         text = sys.stdin.read() if args.batch == "-" else Path(args.batch).read_text()
         # The specs are checked before the key: a bad file is reported even without one.
@@ -136,15 +200,33 @@ def run(args: argparse.Namespace) -> int:
     except ConfigurationError as exc:
         print(f"pollkit run: {exc}", file=sys.stderr)
         return 2
+    except JournalBusy as exc:
+        print(
+            f"pollkit run: {exc}; nothing was sent. Wait for it to finish (or stop it), then"
+            " run this command again",
+            file=sys.stderr,
+        )
+        return 75
     except KeyboardInterrupt:
         print(f"pollkit run: interrupted\n{_summary(results, len(items))}", file=sys.stderr)
-        print("run the same command again to resume", file=sys.stderr)
+        _, resubmit = _undone(results, len(items))
+        print(
+            f"run the same command again to resume: {_finish_command(args, resubmit=resubmit)}",
+            file=sys.stderr,
+        )
         return 130
     except AuthenticationError as exc:
         print(f"pollkit run: {exc}", file=sys.stderr)
+        print(
+            f"with the right key, finish the batch with: {_finish_command(args, resubmit=False)}",
+            file=sys.stderr,
+        )
         return 6
     except PollkitError as exc:
         print(f"pollkit run: {exc}", file=sys.stderr)
         return 1
     print(_summary(results, len(items)))
+    left, resubmit = _undone(results, len(items))
+    if left:
+        print(f"to finish the batch: {_finish_command(args, resubmit=resubmit)}")
     return 0 if all(r.ok for r in results) and len(results) == len(items) else 1

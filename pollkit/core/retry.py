@@ -1,22 +1,32 @@
-"""Which failures are worth another attempt, and how long to wait before it."""
+"""Which failures are worth another attempt, and how long to wait before it; and, for submits,
+what a failure says about the job it meant to create (`submit_fate`)."""
 
 from __future__ import annotations
 
 import os
 import random
 from collections.abc import Generator
+from typing import Literal
 
 from pollkit.core.cadence import capped_growth
 from pollkit.errors import (
     APIError,
+    ConfigurationError,
     ConnectError,
     PollkitError,
     RateLimited,
     ReadTimeout,
+    TransportError,
 )
-from pollkit.policies import RetryPolicy
+from pollkit.policies import RetryPolicy, SubmitPolicy
 
-__all__ = ["is_retryable", "retry_after_of", "retry_delays"]
+__all__ = ["SubmitFate", "is_retryable", "retry_after_of", "retry_delays", "submit_fate"]
+
+#: What a failed submit says about its job (see `SubmitPolicy` for why each is where it is).
+#: ``unsent``: never left, retry with backoff; ``not_taken``: the server said it did not take
+#: it, retry after its Retry-After; ``refused``: nothing was created, do not retry;
+#: ``ambiguous``: the job may exist.
+SubmitFate = Literal["unsent", "not_taken", "refused", "ambiguous"]
 
 
 def is_retryable(error: BaseException, policy: RetryPolicy) -> bool:
@@ -26,6 +36,28 @@ def is_retryable(error: BaseException, policy: RetryPolicy) -> bool:
     if isinstance(error, APIError):
         return error.status_code in policy.statuses
     return False
+
+
+def submit_fate(error: BaseException, policy: SubmitPolicy) -> SubmitFate:
+    """What the failure of a submit request says about the job it was to create.
+
+    Decided only from what the transport reported: the HTTP status, or whether the request
+    could have left (`TransportError.sent`). An error pollkit raised before sending anything
+    (a bad spec) is ``refused``; any exception this does not know is ``ambiguous``.
+    """
+    if isinstance(error, APIError):
+        if error.status_code in policy.retry_statuses:
+            return "not_taken"
+        if 400 <= error.status_code < 500:
+            return "refused"  # the server read the request and said no
+        return "ambiguous"  # 500, 502, 504…: it may have created the job before failing
+    if isinstance(error, TransportError):
+        if not error.sent:
+            return "unsent" if policy.retry_unsent else "refused"
+        return "ambiguous"  # a reset, a timeout after sending, an unreadable 2xx
+    if isinstance(error, ConfigurationError):
+        return "refused"
+    return "ambiguous"
 
 
 def retry_after_of(error: BaseException | None) -> float | None:

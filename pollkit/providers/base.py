@@ -11,7 +11,7 @@ import json
 import logging
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -219,6 +219,34 @@ class Provider(ABC):
             ProtocolError: The reply does not have the API's shape.
         """
         raise UnsupportedOperation(f"{self.name} has no list endpoint")
+
+    #: Whether `tag_lookup_request` lists a job as soon as it is created. False (PiXYZ: no
+    #: queued job is listed, nor its name before it runs): a tag not found proves nothing
+    #: until `SubmitPolicy.lookup_window` has passed.
+    lists_new_jobs: bool = True
+
+    def submit_tag(self, spec: Mapping[str, Any], key: str) -> str | None:
+        """The tag a submit of `spec` (journal key `key`) carries, by which `find_tagged` can
+        later tell whether its job exists (None: this API has no list a submit can be found in).
+        """
+        return None
+
+    def tagged(self, spec: Mapping[str, Any], tag: str) -> Mapping[str, Any]:
+        """`spec` carrying `tag` in the field the API lists (unchanged by default)."""
+        return spec
+
+    def tag_lookup_request(self) -> Request:
+        """The request that lists jobs with their tags (see `find_tagged`)."""
+        raise UnsupportedOperation(f"{self.name} cannot list jobs by a tag")
+
+    def find_tagged(self, response: Response, tags: Collection[str]) -> dict[str, list[str]]:
+        """For each of `tags`, the ids of the jobs listed with it in a reply to
+        `tag_lookup_request` (an empty list: none listed).
+
+        Raises:
+            ProtocolError: The reply does not have the API's shape.
+        """
+        raise UnsupportedOperation(f"{self.name} cannot list jobs by a tag")
 
     def parse_notification(self, payload: Any) -> Notification | None:
         """The job a webhook's decoded JSON body is about, and its state (None: the payload is

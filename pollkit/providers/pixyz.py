@@ -25,7 +25,7 @@ import math
 import os
 import re
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -322,6 +322,35 @@ class Pixyz(Provider):
     def welcome_request(self) -> Request:
         """``GET /`` (no key): the server's welcome line, with its version."""
         return self._request("GET", "/", "welcome", auth=False)
+
+    # -- tags: finding the job of a submit whose reply was lost ------------------------------
+
+    #: ``GET /jobs`` lists no queued job, and shows a job's name only from ``RUNNING`` on.
+    lists_new_jobs = False
+
+    def submit_tag(self, spec: Mapping[str, Any], key: str) -> str | None:
+        """The job's ``name``: the spec's own, else the journal key pollkit sets as the name."""
+        name = spec.get("name")
+        return name if isinstance(name, str) and name else key
+
+    def tagged(self, spec: Mapping[str, Any], tag: str) -> Mapping[str, Any]:
+        """`spec` with ``name`` set to `tag`, unless it names the job itself."""
+        if spec.get("name"):
+            return spec
+        return {**spec, "name": tag}
+
+    def tag_lookup_request(self) -> Request:
+        """``GET /jobs``: every job the backend holds, with its ``name``."""
+        return self.jobs_request()
+
+    def find_tagged(self, response: Response, tags: Collection[str]) -> dict[str, list[str]]:
+        """The uuids listed under each name in `tags` (packaging tasks have none)."""
+        found: dict[str, list[str]] = {tag: [] for tag in tags}
+        for job in self.parse_jobs(response):
+            name, uuid = job.get("name"), job.get("uuid")
+            if isinstance(name, str) and name in found and isinstance(uuid, str):
+                found[name] += [uuid] if _UUID.match(uuid) else []
+        return found
 
     # -- outputs ----------------------------------------------------------------------------
 

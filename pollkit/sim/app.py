@@ -58,7 +58,7 @@ class InjectRequest(BaseModel):
     path_prefix: str = "/v1/"
     method: str | None = None
     retry_after: float | None = Field(default=None, ge=0)
-    kind: Literal["status", "reset", "truncate", "reset_mid", "stall"] = "status"
+    kind: Literal["status", "reset", "drop_reply", "truncate", "reset_mid", "stall"] = "status"
     stall_seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
     @model_validator(mode="before")
@@ -94,6 +94,14 @@ async def _faults_and_counters(request: web.Request, handler: Any) -> web.Stream
     fault = request.app[FAULTS].pick(
         request.method, path, allow_random=not path.startswith(_CONTROL_PREFIX)
     )
+    if fault is not None and fault.kind == "drop_reply":
+        # The request is handled (a job is created and paid for), and its reply is lost.
+        state.count_fault(fault_label(fault))
+        await handler(request)
+        state.count_request(route, "reset", injected=True)
+        logger.debug("fault: reply dropped for %s %s", request.method, path)
+        abort_connection(request)
+        return web.Response(status=500)  # never sent: the connection is already gone
     if fault is not None:
         state.count_fault(fault_label(fault))
         if fault.kind == "reset":

@@ -1,9 +1,10 @@
 """Fault injection: planned faults (`Simulator.inject`) and the scenario's random ones.
 
-Two families: faults that replace a response (``status``, ``reset``), decided before the
-handler runs, and faults that break a download body already under way (``truncate``,
-``reset_mid``, ``stall``), decided only once a body is about to be sent so that a HEAD, a 416
-or an empty body never uses one up.
+Three families: faults that replace a response (``status``, ``reset``), decided before the
+handler runs; ``drop_reply``, which lets the handler run (a submit creates its job) and then
+resets the connection instead of answering; and faults that break a download body already under
+way (``truncate``, ``reset_mid``, ``stall``), decided only once a body is about to be sent so
+that a HEAD, a 416 or an empty body never uses one up.
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ __all__ = [
     "reason",
 ]
 
-FaultKind = Literal["status", "reset", "truncate", "reset_mid", "stall"]
+FaultKind = Literal["status", "reset", "drop_reply", "truncate", "reset_mid", "stall"]
 
 #: Every kind `Simulator.inject` accepts.
-FAULT_KINDS: tuple[str, ...] = ("status", "reset", "truncate", "reset_mid", "stall")
+FAULT_KINDS: tuple[str, ...] = ("status", "reset", "drop_reply", "truncate", "reset_mid", "stall")
 #: The kinds that break a download body rather than replace a response.
 BODY_FAULTS: tuple[str, ...] = ("truncate", "reset_mid", "stall")
 #: Pause of an injected ``stall`` when no `stall_seconds` is given.
@@ -77,9 +78,11 @@ class Fault:
 
     Attributes:
         kind: ``"status"`` answers `status` with a ``{"message": ...}`` body; ``"reset"``
-            closes the connection without a response. On download bodies, after about half
-            the body: ``"truncate"`` closes the connection, ``"reset_mid"`` resets it and
-            ``"stall"`` pauses `stall_seconds`, then goes on.
+            closes the connection without a response; ``"drop_reply"`` handles the request
+            (a submit creates its job) and then closes the connection instead of answering.
+            On download bodies, after about half the body: ``"truncate"`` closes the
+            connection, ``"reset_mid"`` resets it and ``"stall"`` pauses `stall_seconds`,
+            then goes on.
         status: HTTP status for ``"status"`` faults.
         retry_after: Seconds for a ``Retry-After`` header, or None for none.
         stall_seconds: Real seconds a ``"stall"`` pauses.
@@ -267,6 +270,7 @@ class FaultInjector:
 _KINDS: dict[str, FaultKind] = {
     "status": "status",
     "reset": "reset",
+    "drop_reply": "drop_reply",
     "truncate": "truncate",
     "reset_mid": "reset_mid",
     "stall": "stall",

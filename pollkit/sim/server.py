@@ -219,7 +219,9 @@ class Simulator:
                 ``status`` and ``reset``, and ``/_sim/`` (every download) for body faults.
             method: Only requests with this method; None matches any.
             retry_after: Adds ``Retry-After`` with these seconds.
-            kind: ``"status"``; ``"reset"`` to close the connection without answering; or,
+            kind: ``"status"``; ``"reset"`` to close the connection without answering;
+                ``"drop_reply"`` to handle the request (a submit creates its job), then close
+                the connection without answering; or,
                 after about half of a download body, ``"truncate"`` (close the connection),
                 ``"reset_mid"`` (reset it) or ``"stall"`` (pause, then go on).
             stall_seconds: Real seconds a ``"stall"`` pauses (default 1.0); only for stalls.

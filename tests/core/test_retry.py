@@ -6,9 +6,10 @@ import random
 
 import pytest
 
-from pollkit.core.retry import is_retryable, parse_retry_after, retry_delays
+from pollkit.core.retry import is_retryable, parse_retry_after, retry_delays, submit_fate
 from pollkit.errors import (
     AuthenticationError,
+    ConfigurationError,
     ConnectError,
     InvalidRequest,
     NotFound,
@@ -17,7 +18,7 @@ from pollkit.errors import (
     ReadTimeout,
     ServerError,
 )
-from pollkit.policies import RetryPolicy
+from pollkit.policies import RetryPolicy, SubmitPolicy
 
 DEFAULT = RetryPolicy()
 NO_CONNECTION_RETRIES = RetryPolicy(retry_connection_errors=False)
@@ -165,3 +166,39 @@ def test_status_patterns_are_expanded() -> None:
 def test_retries_must_end_somehow() -> None:
     with pytest.raises(ValueError, match="max_attempts or max_elapsed"):
         RetryPolicy(max_attempts=None, max_elapsed=None)
+
+
+# -- submits: what a failure says about the job it was to create ------------------------------
+
+SUBMIT = SubmitPolicy()
+
+
+@pytest.mark.parametrize(
+    ("error", "policy", "fate"),
+    [
+        # Never sent: the connection was never made.
+        (ConnectError("refused", sent=False), SUBMIT, "unsent"),
+        (ReadTimeout("connect timed out", sent=False), SUBMIT, "unsent"),
+        (ConnectError("refused", sent=False), SubmitPolicy(retry_unsent=False), "refused"),
+        # The server said it did not take it.
+        (RateLimited(status_code=429), SUBMIT, "not_taken"),
+        (ServerError(status_code=503), SUBMIT, "not_taken"),
+        (ServerError(status_code=503), SubmitPolicy(retry_statuses=[429]), "ambiguous"),
+        (ServerError(status_code=502), SubmitPolicy(retry_statuses=[429, 502]), "not_taken"),
+        # Read and refused: nothing was created.
+        (AuthenticationError(status_code=401), SUBMIT, "refused"),
+        (InvalidRequest(status_code=422), SUBMIT, "refused"),
+        (NotFound(status_code=404), SUBMIT, "refused"),
+        (ConfigurationError("bad spec"), SUBMIT, "refused"),
+        # It may exist.
+        (ServerError(status_code=500), SUBMIT, "ambiguous"),
+        (ServerError(status_code=502), SUBMIT, "ambiguous"),
+        (ServerError(status_code=504), SUBMIT, "ambiguous"),
+        (ConnectError("reset"), SUBMIT, "ambiguous"),
+        (ReadTimeout("slow"), SUBMIT, "ambiguous"),
+        (ProtocolError("a 200 that is not JSON"), SUBMIT, "ambiguous"),
+        (RuntimeError("unknown"), SUBMIT, "ambiguous"),
+    ],
+)
+def test_submit_fate(error: BaseException, policy: SubmitPolicy, fate: str) -> None:
+    assert submit_fate(error, policy) == fate

@@ -4,8 +4,8 @@ the same batch on a calm server, in the same run.
     .venv/bin/python -m benchmarks.bench_chaos [--jobs 5000] [--seed 1] [--no-calm]
         [--write-readme]
 
-The batch is the one of ``tests/test_chaos.py`` (``tests/chaos.py`` builds and checks it), larger:
-Magic Hour images and videos, Pixy images and videos, PiXYZ jobs fetched file by file and as
+The batch is the one of ``tests/e2e/test_chaos.py`` (``tests/e2e/chaos.py`` builds and checks it),
+larger: Magic Hour images and videos, Pixy images and videos, PiXYZ jobs fetched file by file and as
 extracted zip archives, one client per lane, all at once, against a simulator in a process of its
 own. Lanes run in passes over their journal until no spec is left ambiguous (a submit that met a
 500, 502, 504 or a reset after sending may have created a job: PiXYZ lanes look it up by its name,
@@ -34,8 +34,8 @@ from pathlib import Path
 from benchmarks.batch_report import machine, write_section
 from benchmarks.simprocess import SimProcess
 from pollkit.sim import SCENARIOS, Scenario, Simulator
-from pollkit.sim.app import dialect_urls
-from tests.chaos import DRAWN_FAULTS, Report, build_lanes, run_all, table, verify
+from pollkit.sim._app import dialect_urls
+from tests.e2e.chaos import DRAWN_FAULTS, Report, build_lanes, run_all, table, verify
 
 SECTION = "## Chaos: every provider through every fault"
 # What the calm peer turns off; everything else (seed, clock, durations, sizes) is the same.
@@ -160,7 +160,8 @@ def readme_section(
         "2% reset, 2% stalled 1 s, 5% slowed to 256 KiB/s; URLs expire 30 simulated s (1.5 s) "
         "after issue; 5% of jobs fail, 2% are canceled, 5% show an unknown native status "
         "mid-render; PiXYZ archives answer 425 for 20–60 simulated s). The batch and its checks "
-        "are `tests/chaos.py`, as in `tests/test_chaos.py` (1,000 jobs). Lanes run in passes "
+        "are `tests/e2e/chaos.py`, as in `tests/e2e/test_chaos.py` (1,000 jobs). Lanes run in "
+        "passes "
         "over their journal until no submit is left ambiguous. Every completed job's outputs "
         "are checked by sha256 against the simulator's (PiXYZ archives: the extracted files), "
         "every failed or canceled job against the simulator's outcome (a canceled Pixy video "

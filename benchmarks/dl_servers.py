@@ -1,6 +1,6 @@
 """The servers of the download benchmark: nginx on files written for the run, and the simulator.
 
-Both serve the same bytes: the simulator's blobs (`pollkit.sim.blobs`, defined by size and
+Both serve the same bytes: the simulator's blobs (`pollkit.sim.transfer._blobs`, defined by size and
 seed), which nginx gets as files on disk. Publishing a set hands back what a client needs and
 what a check needs: each file's URL, name, size and sha256.
 """
@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Protocol
 
 from benchmarks.simprocess import SimProcess
-from pollkit.sim.blobs import blob_chunks, blob_sha256
+from pollkit.sim.transfer._blobs import blob_chunks, blob_sha256
 
 __all__ = ["Blob", "FileSet", "Nginx", "Server", "Simulator", "nginx_version"]
 

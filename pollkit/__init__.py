@@ -41,13 +41,17 @@ from pollkit.errors import (
 )
 
 if TYPE_CHECKING:
-    from pollkit.client import AsyncClient
-    from pollkit.models import ErrorInfo, JobState, Output, Result, Status
-    from pollkit.notebook import Results
-    from pollkit.pixy_client import PixyClient
-    from pollkit.pixyz_ops import PixyzClient
+    from pollkit.batch._journal import Journal
+    from pollkit.batch._scheduler import BatchItem
+    from pollkit.client._async import AsyncClient
+    from pollkit.client._pixy import PixyClient
+    from pollkit.client._pixyz import PixyzClient
+    from pollkit.client._sync import Client
+    from pollkit.display._notebook import Results
+    from pollkit.display._progress import NullProgress, ProgressSink, TqdmProgress
+    from pollkit.download._downloader import SavedFile
+    from pollkit.models import ErrorInfo, Event, JobState, Output, Result, Status
     from pollkit.policies import Cadence, DownloadPolicy, RetryPolicy, SubmitPolicy
-    from pollkit.progress import NullProgress, ProgressSink, TqdmProgress
     from pollkit.providers import (
         Flux0,
         ImageGenProperties,
@@ -59,34 +63,38 @@ if TYPE_CHECKING:
         SubtitleGenProperties,
         VideoGenProperties,
     )
-    from pollkit.status_stream import StatusStream
-    from pollkit.sync import Client
-    from pollkit.webhooks import WebhookReceiver
+    from pollkit.push._status_stream import StatusStream
+    from pollkit.push._webhooks import WebhookReceiver
 
 # Each name is imported from its module when first used (see pollkit._lazy): a command that
 # needs only the downloader does not load the webhook server, the journal or every provider.
 _SOURCES = {
-    "pollkit.client": ("AsyncClient",),
+    "pollkit.batch._journal": ("Journal",),
+    "pollkit.batch._scheduler": ("BatchItem",),
+    "pollkit.client._async": ("AsyncClient",),
+    "pollkit.client._pixy": ("PixyClient",),
+    "pollkit.client._pixyz": ("PixyzClient",),
+    "pollkit.client._sync": ("Client",),
+    "pollkit.display._notebook": ("Results",),
+    "pollkit.display._progress": (
+        "NullProgress",
+        "ProgressSink",
+        "TqdmProgress",
+    ),
+    "pollkit.download._downloader": ("SavedFile",),
     "pollkit.models": (
         "ErrorInfo",
+        "Event",
         "JobState",
         "Output",
         "Result",
         "Status",
     ),
-    "pollkit.notebook": ("Results",),
-    "pollkit.pixy_client": ("PixyClient",),
-    "pollkit.pixyz_ops": ("PixyzClient",),
     "pollkit.policies": (
         "Cadence",
         "DownloadPolicy",
         "RetryPolicy",
         "SubmitPolicy",
-    ),
-    "pollkit.progress": (
-        "NullProgress",
-        "ProgressSink",
-        "TqdmProgress",
     ),
     "pollkit.providers": (
         "Flux0",
@@ -99,9 +107,8 @@ _SOURCES = {
         "SubtitleGenProperties",
         "VideoGenProperties",
     ),
-    "pollkit.status_stream": ("StatusStream",),
-    "pollkit.sync": ("Client",),
-    "pollkit.webhooks": ("WebhookReceiver",),
+    "pollkit.push._status_stream": ("StatusStream",),
+    "pollkit.push._webhooks": ("WebhookReceiver",),
 }
 __getattr__, __dir__ = exports(__name__, globals(), _SOURCES)
 
@@ -110,6 +117,7 @@ __all__ = [
     "AmbiguousSubmit",
     "AsyncClient",
     "AuthenticationError",
+    "BatchItem",
     "Cadence",
     "ChecksumMismatch",
     "Client",
@@ -118,6 +126,7 @@ __all__ = [
     "DownloadError",
     "DownloadPolicy",
     "ErrorInfo",
+    "Event",
     "Flux0",
     "ImageGenProperties",
     "IncompleteDownload",
@@ -126,6 +135,7 @@ __all__ = [
     "JobFailed",
     "JobOutcomeError",
     "JobState",
+    "Journal",
     "JournalBusy",
     "MagicHour",
     "NotFound",
@@ -146,6 +156,7 @@ __all__ = [
     "Result",
     "Results",
     "RetryPolicy",
+    "SavedFile",
     "ServerError",
     "Status",
     "StatusStream",

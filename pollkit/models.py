@@ -179,8 +179,9 @@ class Result:
         return self
 
     def _repr_html_(self) -> str:
-        """Jupyter's rendering: a status table and the downloaded images (`pollkit.notebook`)."""
-        from pollkit.notebook import render_result
+        """Jupyter's rendering: a status table and the downloaded images
+        (`pollkit.display._notebook`)."""
+        from pollkit.display._notebook import render_result
 
         return render_result(self)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pollkit.client import AsyncClient
+from pollkit.client._async import AsyncClient
 from pollkit.errors import (
     APIError,
     ConfigurationError,

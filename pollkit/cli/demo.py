@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pollkit.client import AsyncClient
+from pollkit.client._async import AsyncClient
+from pollkit.display._progress import TqdmProgress
 from pollkit.models import Result
 from pollkit.policies import Cadence
-from pollkit.progress import TqdmProgress
 from pollkit.providers.magichour import MagicHour
 
 __all__ = ["demo_specs", "register"]

@@ -11,11 +11,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pollkit.download import Downloader, SavedFile, fetch_urls
+from pollkit.display._progress import NullProgress, ProgressSink, TqdmProgress
+from pollkit.download._downloader import Downloader, SavedFile, fetch_urls
 from pollkit.errors import ConfigurationError, PollkitError
-from pollkit.http import Transport, redact_url
 from pollkit.policies import DownloadPolicy, RetryPolicy
-from pollkit.progress import NullProgress, ProgressSink, TqdmProgress
+from pollkit.transport._http import Transport, redact_url
 
 __all__ = ["parse_rate", "read_url_list", "register"]
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from pollkit.client._pixy import PixyClient
 from pollkit.errors import (
     APIError,
     AuthenticationError,
@@ -29,7 +30,6 @@ from pollkit.errors import (
     UnsupportedOperation,
 )
 from pollkit.models import JobState, Result, Status
-from pollkit.pixy_client import PixyClient
 from pollkit.policies import Cadence, RetryPolicy
 from pollkit.providers.pixy import DEFAULT_BASE_URL, KINDS, Pixy
 

@@ -11,8 +11,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pollkit.batchfile import read_batch
-from pollkit.client import AsyncClient
+from pollkit.batch._jsonl import read_batch
+from pollkit.batch._scheduler import BatchItem
+from pollkit.client._async import AsyncClient
 from pollkit.errors import (
     AmbiguousSubmit,
     AuthenticationError,
@@ -26,7 +27,6 @@ from pollkit.providers.base import Provider
 from pollkit.providers.magichour import MagicHour
 from pollkit.providers.pixy import Pixy
 from pollkit.providers.pixyz import Pixyz
-from pollkit.scheduler import BatchItem
 
 #: The providers a batch file may name, by their --provider name.
 PROVIDERS: dict[str, type[MagicHour | Pixy | Pixyz]] = {

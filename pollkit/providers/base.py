@@ -1,7 +1,7 @@
 """What every provider is: a translator between pollkit's model and one API's wire format.
 
 A provider builds `Request`s and parses `Response`s; it never opens a socket, sleeps or retries.
-That is `pollkit.http`'s job, driven by the engine.
+That is `pollkit.transport._http`'s job, driven by the engine.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ it, and the final message is then read back with ``list_events``. A pollkit job 
 Two ways to follow a run, both sans-I/O here:
 
 * push: `RunTracker` is fed the stream's bytes and turns them into `JobState`s (docs/apis/flux0.md)
-  (`pollkit.push.stream_run` drives it over a real connection);
+  (`pollkit.client._flux0.stream_run` drives it over a real connection);
 * poll: `Flux0.status_requests` / `Flux0.parse_state` read the run's stored events, so the
   engine's usual waiting works too (without the chunks).
 

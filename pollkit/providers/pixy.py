@@ -18,7 +18,7 @@ for; ``task_logs``, ``task_report``, image sizes (``results[].width``/``height``
 stay in `JobState.raw`, so every `Event` of a batch carries them.
 
 List and update are not generic operations: `list_request`/`parse_page` and `update_requests`
-describe them, and `pollkit.pixy_client.PixyClient` sends them.
+describe them, and `pollkit.client._pixy.PixyClient` sends them.
 """
 
 from __future__ import annotations

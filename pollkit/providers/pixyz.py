@@ -10,7 +10,7 @@ before anything is sent and streamed from disk when it is.
 
 Besides jobs, this module builds the requests of every other route (processes, details,
 outputs, archive, backend task meta, the dev callback, Prometheus metrics) and parses their
-replies; `pollkit.pixyz_ops.PixyzClient` sends them.
+replies; `pollkit.client._pixyz.PixyzClient` sends them.
 
 Quirks handled here (docs/apis/pixyz.md): ``SENT`` only answers the POST; an unknown or expired
 uuid reads ``PENDING`` forever, so a wait on a wrong id ends at its deadline with a hint that

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from pollkit import __version__
+from pollkit.client._pixyz import PixyzClient
+from pollkit.display._progress import NullProgress, TqdmProgress
 from pollkit.errors import ConfigurationError, InvalidRequest, NotReady, PollkitError, PollTimeout
 from pollkit.models import JobState
-from pollkit.pixyz_ops import PixyzClient
 from pollkit.policies import Cadence, DownloadPolicy
-from pollkit.progress import NullProgress, TqdmProgress
 from pollkit.providers.pixyz import Pixyz
 
 __all__ = ["BATCH_EXIT_CODES", "CLIENT_VERSION", "COMMANDS"]

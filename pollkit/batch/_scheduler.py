@@ -1,0 +1,652 @@
+"""The batch scheduler behind `AsyncClient.run`: thousands of jobs, one heap of next-poll times.
+
+Specs are submitted with bounded concurrency (and an optional rate); every job is tracked in one
+heap keyed by when it is next due, not in a sleeping coroutine of its own; a job's outputs are
+downloaded as soon as it completes, while others still render. A 429 anywhere pauses every
+request of the batch (a shared backoff), and one failed job never stops the others.
+
+With a journal, every spec is written down before its submit request and completed with the job
+id after it, so a rerun of the same batch submits nothing twice and downloads nothing twice.
+
+A failed submit is retried only when it created nothing (`SubmitPolicy`, decided by
+`pollkit.core.retry.submit_fate`): never sent, or a 429/503. One that may have created its job
+(a 500, 502 or 504, a reset after sending, or in flight when a previous run died) is
+*ambiguous*: where the API lists jobs by a tag the submit carried (PiXYZ's ``name``), the tag is
+looked up; otherwise (Magic Hour has no list endpoint) it is reported as failed with code
+``ambiguous_submit`` and submitted again only with ``resubmit_ambiguous=True``. When the batch
+stops (a refused key, Ctrl-C, an error), submits on the wire are let finish, up to the
+transport's timeout, and their answers recorded: only a submit whose fate stays unknown is left
+``submitting`` for the next run to treat as ambiguous.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pollkit._aio import wait_event
+from pollkit.batch._journal import Journal, JournalEntry, spec_key
+from pollkit.batch._submits import Submitter
+from pollkit.client._engine import Engine
+from pollkit.core.cadence import DurationModel, PollHints, batch_poll_delay, learned_delay
+from pollkit.core.ratelimit import TokenBucket
+from pollkit.core.retry import retry_after_of
+from pollkit.display._progress import NullProgress, ProgressSink
+from pollkit.download._downloader import Downloader, Refresh
+from pollkit.errors import (
+    APIError,
+    AuthenticationError,
+    ConfigurationError,
+    DownloadError,
+    NotFound,
+    PollkitError,
+    PollTimeout,
+    RateLimited,
+    TransportError,
+)
+from pollkit.models import ErrorInfo, Event, JobState, Result, Status
+from pollkit.policies import Cadence
+
+__all__ = ["BatchItem", "Scheduler"]
+
+_log = logging.getLogger("pollkit.scheduler")
+_T = TypeVar("_T")
+
+BatchItem = Mapping[str, Any] | str | tuple[str, Mapping[str, Any]]
+"""A spec, an existing job id, or ``(key, spec)`` with a key of the caller's."""
+
+# A job whose polls keep failing (after the transport's own retries) is given up after this many.
+_MAX_POLL_FAILURES = 6
+
+
+@dataclass(slots=True, eq=False)
+class _Job:
+    key: str
+    job_id: str
+    kind: str | None
+    since: float  # monotonic: submission in this run, or first sight of an adopted job
+    submitted_at: datetime | None
+    # Its duration teaches the cadence: submitted in this run, or adopted while still running
+    # (timed from first sight, a little short, which only makes the cadence poll sooner).
+    fresh: bool
+    state: JobState | None = None
+    polls: int = 0
+    failures: int = 0
+
+
+@dataclass(slots=True)
+class _Counters:
+    admitting: int = 0
+    tracked: int = 0
+    feeding_done: bool = False
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _files_present(entry: JournalEntry) -> bool:
+    """Whether every output the journal verified is still on disk with its size."""
+    for output in entry.outputs:
+        try:
+            if os.stat(output.path).st_size != output.size:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def _group(provider: str, kind: str | None) -> str:
+    return f"{provider}:{kind or '-'}"
+
+
+class Scheduler:
+    """Runs one batch. Created by `AsyncClient.run`; not reusable."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        downloader: Downloader,
+        *,
+        cadence: Cadence,
+        durations: DurationModel,
+        journal: Journal | None,
+        directory: Path,
+        concurrency: int,
+        rate: float | None,
+        download_outputs: bool,
+        resubmit_ambiguous: bool,
+        on_event: Callable[[Event], None] | None,
+        progress: ProgressSink | None,
+        refresher: Callable[[str, str | None], Refresh],
+        rng: random.Random,
+    ) -> None:
+        if concurrency < 1:
+            raise ConfigurationError(f"concurrency must be ≥ 1, got {concurrency}")
+        if rate is not None and rate <= 0:
+            raise ConfigurationError(f"rate must be > 0 submits per second, got {rate}")
+        self.engine = engine
+        self.provider = engine.provider
+        self.downloader = downloader
+        self.cadence = cadence
+        self.durations = durations
+        self.journal = journal
+        self.directory = directory
+        self.concurrency = concurrency
+        self.download_outputs = download_outputs
+        self.resubmit_ambiguous = resubmit_ambiguous
+        self.on_event = on_event
+        self.progress = progress or NullProgress()
+        self.refresher = refresher
+        self.rng = rng
+        self._bucket = TokenBucket(rate, burst=1) if rate else None
+        # 429s are handled here, for the whole batch, instead of per request.
+        base = engine.transport.retry
+        self._poll_retry = base.model_copy(update={"statuses": base.statuses - {429}})
+        self._journal_thread = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="pollkit-journal"
+        )
+        # Journal calls waiting for the thread: (0 urgent / 1 not, order, their turn).
+        self._journal_waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._journal_order = itertools.count()
+        self._journal_busy = False
+        self._heap: list[tuple[float, int, _Job]] = []
+        self._seq = itertools.count()
+        self._wake = asyncio.Event()
+        self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._counters = _Counters()
+        self._pause_until = 0.0
+        self._pause_step = 0
+        self._fatal: BaseException | None = None
+        self._keys: set[str] = set()
+        self._submits = Submitter(self, lookup_retry=self._poll_retry)
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    async def _journal(self, func: Callable[..., _T], *args: Any, urgent: bool = False) -> _T:
+        """Run one journal call in the journal's thread; `urgent` calls overtake waiting ones.
+
+        A job id just received is urgent: until it is written, a crash leaves its row
+        ``submitting``, and a rerun cannot tell that the job exists. Behind a queue of other
+        writes (a disk flush each) it would wait tens of milliseconds, and a SIGKILL of a busy
+        batch would leave a dozen created jobs looking unsent, to be paid for twice.
+        """
+        loop = asyncio.get_running_loop()
+        if self._journal_busy:
+            turn: asyncio.Future[None] = loop.create_future()
+            entry = (0 if urgent else 1, next(self._journal_order), turn)
+            heapq.heappush(self._journal_waiting, entry)
+            try:
+                await turn
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self._journal_pass()  # the turn was given to us: hand it on
+                raise
+        else:
+            self._journal_busy = True
+        try:
+            return await loop.run_in_executor(self._journal_thread, func, *args)
+        finally:
+            self._journal_pass()
+
+    def _journal_pass(self) -> None:
+        while self._journal_waiting:
+            turn = heapq.heappop(self._journal_waiting)[2]
+            if not turn.done():  # done: its caller was cancelled while waiting
+                turn.set_result(None)
+                return
+        self._journal_busy = False
+
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._reap)
+        return task
+
+    def _reap(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None and self._fatal is None:
+            self._fatal = task.exception()
+            self._queue.put_nowait(None)
+
+    def _emit(self, event: Event) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception:  # a broken callback must not stop the batch
+                _log.exception("on_event callback failed for %s", event.kind)
+        self._queue.put_nowait(event)
+
+    def _maybe_finished(self) -> None:
+        c = self._counters
+        if c.feeding_done and c.admitting == 0 and c.tracked == 0:
+            self._queue.put_nowait(None)
+
+    async def _respect_pause(self) -> None:
+        # A loop, not one sleep: another 429 may extend the pause meanwhile.
+        while (wait := self._pause_until - time.monotonic()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(wait)
+
+    def _pause_all(self, error: BaseException) -> None:
+        """A 429: hold every request of the batch for the server's Retry-After (or a backoff)."""
+        hint = retry_after_of(error)
+        if hint is None:
+            self._pause_step += 1
+            hint = min(self.cadence.initial * 2 ** min(self._pause_step, 10), self.cadence.maximum)
+        until = time.monotonic() + hint
+        if until > self._pause_until:
+            _log.info("rate limited: pausing the whole batch for %.2f s", hint)
+            self._pause_until = until
+
+    # --- the run --------------------------------------------------------------------------
+
+    async def events(self, items: Iterable[BatchItem]) -> AsyncIterator[Event]:
+        """Run the batch; yield every event, ending when every item is done or failed."""
+        if self.journal is not None:
+            stale = await self._journal(self.journal.entries, {"submitting"})
+            for entry in stale:
+                await self._journal(self.journal.mark_ambiguous, entry.key)
+            if stale:
+                _log.warning("%d submits were in flight when the last run stopped", len(stale))
+        self._spawn(self._feed(items))
+        self._spawn(self._poll_loop())
+        try:
+            while True:
+                event = await self._queue.get()
+                if event is None:
+                    break
+                yield event
+            if self._fatal is not None:
+                raise self._fatal
+        finally:
+            self._submits.stopping = True
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._submits.drain()
+            self._journal_thread.shutdown(wait=True)
+
+    async def _feed(self, items: Iterable[BatchItem]) -> None:
+        slots = asyncio.Semaphore(self.concurrency)
+        for item in items:
+            await slots.acquire()
+            self._counters.admitting += 1
+
+            def release(_: asyncio.Task[Any]) -> None:
+                slots.release()
+                self._counters.admitting -= 1
+                self._maybe_finished()
+
+            self._spawn(self._admit(item)).add_done_callback(release)
+        self._counters.feeding_done = True
+        self._maybe_finished()
+
+    def _key_and_spec(self, item: BatchItem) -> tuple[str, Mapping[str, Any] | None, str | None]:
+        """(key, spec to submit or None, existing job id or None)."""
+        if isinstance(item, str):
+            return f"job:{item}", None, item
+        if isinstance(item, tuple):
+            key, spec = item
+            return spec_key(spec, key), spec, None
+        if isinstance(item, Mapping):
+            return spec_key(item), item, None
+        raise ConfigurationError(
+            f"a batch item must be a spec, a job id or (key, spec); got {item!r}"
+        )
+
+    async def _admit(self, item: BatchItem) -> None:
+        try:
+            key, spec, job_id = self._key_and_spec(item)
+        except ConfigurationError as exc:
+            self._fail_unsubmitted(f"item:{id(item)}", exc)
+            return
+        if key in self._keys:
+            duplicate = ConfigurationError(
+                f"spec {key} appears twice in the batch; give each its own key to submit both"
+            )
+            self._fail_unsubmitted(key, duplicate, code="duplicate")
+            return
+        self._keys.add(key)
+        if job_id is not None:
+            await self._adopt(key, job_id)
+            return
+        assert spec is not None
+        again = False
+        if self.journal is not None:
+            entry = await self._journal(self.journal.get, key)
+            if entry is not None:
+                if entry.spec != dict(spec) or entry.provider != self.provider.name:
+                    reused = ConfigurationError(f"key {key} was used for another spec before")
+                    self._fail_unsubmitted(key, reused)
+                    return
+                if entry.state == "done" and entry.job_id and _files_present(entry):
+                    self._replay(entry)
+                    return
+                if entry.state in ("submitted", "done") and entry.job_id:
+                    self._track(
+                        key, entry.job_id, entry.kind, entry.submitted_at, fresh=False, due=0.0
+                    )
+                    return
+                if entry.state == "ambiguous":
+                    why = "it was in flight when an earlier run stopped"
+                    if self._submits.tag(key, spec) is not None:
+                        await self._submits.resolve(key, spec, why)
+                        return
+                    if not self.resubmit_ambiguous:
+                        self._submits.fail_ambiguous(key, why)
+                        return
+                again = True  # ambiguous (and told to) or rejected: send it again
+        await self._submits.submit(key, spec, again=again)
+
+    async def _adopt(self, key: str, job_id: str) -> None:
+        """Track a job that exists already (wait and download only)."""
+        if self.journal is not None:
+            entry = await self._journal(
+                self.journal.begin_submit, key, self.provider.name, {"job_id": job_id}
+            )
+            if entry.state in ("submitting", "ambiguous"):
+                await self._journal(self.journal.record_submitted, key, job_id, None, _now())
+        self._track(key, job_id, None, None, fresh=False, due=0.0)
+
+    def _replay(self, entry: JournalEntry) -> None:
+        """A job the journal says is finished, with its files on disk: no request at all."""
+        status = Status(entry.status) if entry.status else Status.COMPLETE
+        state = JobState(
+            provider=entry.provider,
+            job_id=entry.job_id or "",
+            status=status,
+            native_status=entry.native_status or status.value,
+            observed_at=entry.finished_at or _now(),
+            error=ErrorInfo(None, entry.error) if entry.error else None,
+            kind=entry.kind,
+        )
+        result = Result(
+            state=state,
+            downloaded_paths=tuple(Path(o.path) for o in entry.outputs),
+            sha256=tuple(o.sha256 for o in entry.outputs),
+            submitted_at=entry.submitted_at,
+            finished_at=entry.finished_at,
+            noticed_at=entry.finished_at,
+            key=entry.key,
+        )
+        self.progress.add_jobs(1)
+        self.progress.job_status(entry.key, status)
+        self._emit(Event("done", entry.key, entry.job_id, state=state, result=result))
+
+    def _fail_unsubmitted(self, key: str, error: BaseException, code: str | None = None) -> None:
+        state = JobState(
+            provider=self.provider.name,
+            job_id="",
+            status=Status.ERROR,
+            native_status=code or "not_submitted",
+            observed_at=_now(),
+            error=ErrorInfo(code or "not_submitted", str(error)),
+        )
+        result = Result(state=state, key=key, error=error)
+        self.progress.add_jobs(1)
+        self.progress.job_status(key, Status.ERROR)
+        self._emit(Event("failed", key, None, state=state, result=result, error=error))
+
+    def _first_delay(self, kind: str | None) -> float:
+        samples = self.durations.samples(_group(self.provider.name, kind))
+        learned = learned_delay(self.cadence, age=0.0, durations=samples) if samples else None
+        base = learned if learned is not None else self.cadence.initial
+        return base * (1 + self.cadence.jitter * (2 * self.rng.random() - 1))
+
+    def _track(
+        self,
+        key: str,
+        job_id: str,
+        kind: str | None,
+        submitted_at: datetime | None,
+        *,
+        fresh: bool,
+        due: float,
+    ) -> None:
+        job = _Job(key, job_id, kind, time.monotonic(), submitted_at, fresh)
+        self._counters.tracked += 1
+        self.progress.add_jobs(1)
+        self._push(job, due)
+
+    def _push(self, job: _Job, delay: float) -> None:
+        heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), job))
+        self._wake.set()
+
+    # --- polling ---------------------------------------------------------------------------
+
+    async def _poll_loop(self) -> None:
+        slots = asyncio.Semaphore(self.concurrency)
+        while True:
+            if not self._heap:
+                await self._wake.wait()
+                self._wake.clear()
+                continue
+            wait = self._heap[0][0] - time.monotonic()
+            if wait > 0:
+                self._wake.clear()
+                await wait_event(self._wake, wait)
+                continue
+            _, _, job = heapq.heappop(self._heap)
+            await slots.acquire()
+            limit = self.provider.batch_status_limit
+            # With a list endpoint, one request also refreshes the jobs due shortly after this
+            # one: asking a little early costs nothing, asking separately costs a request each.
+            horizon = time.monotonic() + min(self.cadence.initial, 1.0)
+            if limit > 1 and self._heap and self._heap[0][0] <= horizon:
+                due = [job]
+                while self._heap and len(due) < limit and self._heap[0][0] <= horizon:
+                    due.append(heapq.heappop(self._heap)[2])
+                task = self._spawn(self._poll_many(due))
+            else:
+                task = self._spawn(self._poll(job))
+            task.add_done_callback(lambda _: slots.release())
+
+    async def _poll(self, job: _Job) -> None:
+        await self._respect_pause()
+        try:
+            state, hints = await self.engine.observe(
+                job.job_id, job.kind, job.state, retry=self._poll_retry
+            )
+        except PollkitError as exc:
+            await self._poll_failed(job, exc)
+            return
+        await self._observed(job, state, hints)
+
+    async def _poll_many(self, jobs: list[_Job]) -> None:
+        await self._respect_pause()
+        try:
+            states = await self.engine.observe_many(
+                [j.job_id for j in jobs],
+                {j.job_id: j.state for j in jobs if j.state is not None},
+                retry=self._poll_retry,
+            )
+        except PollkitError as exc:
+            for job in jobs:
+                await self._poll_failed(job, exc)
+            return
+        missing = []
+        for job in jobs:
+            found = states.get(job.job_id)
+            if found is None:
+                missing.append(job)
+            else:
+                await self._observed(job, found, PollHints())
+        # Not in the list (another type, beyond the page, deleted): ask about each on its own,
+        # now. Pushed back on the heap instead, a job the list never shows would be listed
+        # again with the next due jobs, and again, in a loop of list requests.
+        await asyncio.gather(*(self._poll(job) for job in missing))
+
+    async def _poll_failed(self, job: _Job, exc: PollkitError) -> None:
+        if isinstance(exc, RateLimited):
+            self._pause_all(exc)
+            self._push(job, 0.0)
+        elif isinstance(exc, AuthenticationError):
+            raise exc  # the key was refused: the whole batch stops (see run)
+        elif isinstance(exc, (NotFound, ConfigurationError)):
+            await self._give_up(job, exc)
+        elif isinstance(exc, (APIError, TransportError)):
+            job.failures += 1
+            if job.failures >= _MAX_POLL_FAILURES:
+                await self._give_up(job, exc)
+            else:
+                self._push(job, min(self.cadence.initial * 2**job.failures, self.cadence.maximum))
+        else:
+            raise exc
+
+    async def _observed(self, job: _Job, state: JobState, hints: PollHints) -> None:
+        self._pause_step = 0
+        job.failures = 0
+        job.polls += 1
+        previous, job.state = job.state, state
+        if (
+            previous is None
+            and not job.fresh
+            and not state.is_terminal
+            and job.submitted_at is None
+        ):
+            job.fresh = True  # adopted while running: worth learning from
+        job.kind = state.kind or job.kind
+        if previous is None or previous.status is not state.status:
+            self.progress.job_status(job.key, state.status)
+            self._emit(Event("status", job.key, job.job_id, state=state))
+            if self.journal is not None:
+                error = str(state.error) if state.error else None
+                await self._journal(
+                    self.journal.record_status,
+                    job.key,
+                    state.status.value,
+                    state.native_status,
+                    state.observed_at,
+                    error,
+                )
+        elif state.progress is not None and (previous.progress != state.progress):
+            self._emit(Event("progress", job.key, job.job_id, state=state))
+        age = time.monotonic() - job.since
+        if state.is_terminal:
+            if job.fresh:
+                group = _group(self.provider.name, job.kind)
+                usable_before = self.durations.samples(group) is not None
+                self.durations.observe(group, age)
+                if not usable_before and self.durations.samples(group) is not None:
+                    self._relearn(group)
+            self._spawn(self._finish(job, state))
+            return
+        delay = self._next_delay(job, age, hints)
+        if delay is None:
+            timeout = self.cadence.timeout or 0.0
+            hint = self.provider.timeout_hint(state)
+            expired = PollTimeout(job_id=job.job_id, timeout=timeout, state=state, hint=hint)
+            await self._give_up(job, expired)
+            return
+        self._push(job, delay)
+
+    def _relearn(self, group: str) -> None:
+        """The cadence can now learn this group: bring its jobs' next polls forward to it.
+
+        Jobs waiting in long backoff intervals would otherwise sleep past their likely end.
+        """
+        now = time.monotonic()
+        entries = []
+        for due, seq, job in self._heap:
+            if _group(self.provider.name, job.kind) == group and job.state is not None:
+                delay = self._next_delay(job, now - job.since, PollHints())
+                if delay is not None:
+                    due = min(due, now + delay)
+            entries.append((due, seq, job))
+        heapq.heapify(entries)
+        self._heap = entries
+        self._wake.set()
+
+    def _next_delay(self, job: _Job, age: float, hints: PollHints) -> float | None:
+        return batch_poll_delay(
+            self.cadence,
+            polls=job.polls,
+            age=age,
+            hints=hints,
+            durations=self.durations.samples(_group(self.provider.name, job.kind)),
+            rand=self.rng.random(),
+        )
+
+    # --- the end of a job ------------------------------------------------------------------
+
+    async def _give_up(self, job: _Job, error: BaseException) -> None:
+        state = job.state or JobState(
+            provider=self.provider.name,
+            job_id=job.job_id,
+            status=Status.ERROR,
+            native_status="unknown",
+            observed_at=_now(),
+            error=ErrorInfo("unreachable", str(error)),
+        )
+        result = Result(
+            state=state, polls=job.polls, submitted_at=job.submitted_at, key=job.key, error=error
+        )
+        self.progress.job_status(job.key, Status.ERROR)
+        self._emit(Event("failed", job.key, job.job_id, state=state, result=result, error=error))
+        self._counters.tracked -= 1
+        self._maybe_finished()
+
+    async def _finish(self, job: _Job, state: JobState) -> None:
+        paths: tuple[Path, ...] = ()
+        extracted: tuple[Path, ...] = ()
+        digests: tuple[str, ...] = ()
+        error: BaseException | None = None
+        if self.download_outputs and state.status is Status.COMPLETE and state.outputs:
+            self._emit(Event("download_started", job.key, job.job_id, state=state))
+            try:
+                saved = await self.downloader.fetch_all(
+                    state,
+                    self.directory,
+                    refresh=self.refresher(job.job_id, job.kind),
+                    progress=self.progress,
+                    fields=self.provider.name_fields(state),
+                )
+            except (DownloadError, APIError, TransportError) as exc:
+                error = exc
+            else:
+                paths = tuple(f.path for f in saved)
+                extracted = tuple(p for f in saved for p in f.extracted)
+                digests = tuple(f.sha256 for f in saved)
+                for output, file in zip(state.outputs, saved, strict=True):
+                    self._emit(
+                        Event("download_finished", job.key, job.job_id, state=state, path=file.path)
+                    )
+                    if self.journal is not None:
+                        await self._journal(
+                            self.journal.record_output,
+                            job.key,
+                            output.index,
+                            os.fspath(file.path),
+                            file.size,
+                            file.sha256,
+                        )
+        if error is None and self.journal is not None:
+            await self._journal(self.journal.record_done, job.key)
+        result = Result(
+            state=state,
+            downloaded_paths=paths,
+            extracted_paths=extracted,
+            sha256=digests,
+            polls=job.polls,
+            submitted_at=job.submitted_at,
+            finished_at=state.observed_at,
+            noticed_at=state.observed_at,
+            key=job.key,
+            error=error,
+        )
+        kind = "failed" if error is not None else "done"
+        self._emit(Event(kind, job.key, job.job_id, state=state, result=result, error=error))
+        self._counters.tracked -= 1
+        self._maybe_finished()

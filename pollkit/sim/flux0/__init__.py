@@ -1,0 +1,1 @@
+"""The simulator's flux0-style dialect (``/flux0/...``): SSE runs."""

@@ -1,0 +1,1 @@
+"""The simulator's Magic Hour dialect (``/v1/...``)."""

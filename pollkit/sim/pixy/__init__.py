@@ -1,0 +1,1 @@
+"""The simulator's Pixy dialect (``/pixy/...``): routes, and each item's timeline."""

@@ -1,0 +1,3 @@
+"""The simulator's PiXYZ Scheduler dialect (``/pixyz/...``): routes, processes and
+replies.
+"""

@@ -1,0 +1,3 @@
+"""Testing helpers for projects that use pollkit: the pytest plugin
+(`pollkit.testing.pytest_plugin`, registered through the ``pytest11`` entry point).
+"""

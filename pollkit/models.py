@@ -7,13 +7,31 @@ are values (compare by content, hashable where their fields are).
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TERMINAL_STATUSES", "ErrorInfo", "Event", "JobState", "Output", "Result", "Status"]
+__all__ = [
+    "TERMINAL_STATUSES",
+    "ErrorInfo",
+    "Event",
+    "JobState",
+    "Output",
+    "Result",
+    "Status",
+    "register_html",
+]
+
+# How a value renders as HTML in Jupyter, by type. The display package fills it when it is
+# loaded (any client loads it): value types import nothing from display code.
+_HTML_RENDERERS: dict[type, Callable[[Any], str]] = {}
+
+
+def register_html(kind: type, render: Callable[[Any], str]) -> None:
+    """Render values of `kind` with `render` in Jupyter (`_repr_html_`)."""
+    _HTML_RENDERERS[kind] = render
 
 
 class Status(str, enum.Enum):
@@ -178,12 +196,11 @@ class Result:
             raise JobCanceled(state=self.state)
         return self
 
-    def _repr_html_(self) -> str:
-        """Jupyter's rendering: a status table and the downloaded images
-        (`pollkit.display._notebook`)."""
-        from pollkit.display._notebook import render_result
-
-        return render_result(self)
+    def _repr_html_(self) -> str | None:
+        """Jupyter's rendering: a status table and the downloaded images, as `pollkit.display`
+        registered it (`register_html`); None, so the plain repr shows, before it is loaded."""
+        render = _HTML_RENDERERS.get(type(self))
+        return render(self) if render is not None else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,12 +33,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pollkit._aio import wait_event
 from pollkit.batch._journal import Journal, JournalEntry, spec_key
 from pollkit.batch._submits import Submitter
-from pollkit.client._engine import Engine
 from pollkit.core.cadence import DurationModel, PollHints, batch_poll_delay, learned_delay
 from pollkit.core.ratelimit import TokenBucket
 from pollkit.core.retry import retry_after_of
@@ -57,6 +56,9 @@ from pollkit.errors import (
 )
 from pollkit.models import ErrorInfo, Event, JobState, Result, Status
 from pollkit.policies import Cadence
+
+if TYPE_CHECKING:  # the client hands its engine in: batch never imports the client
+    from pollkit.client._engine import Engine
 
 __all__ = ["BatchItem", "Scheduler"]
 

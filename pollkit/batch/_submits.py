@@ -16,17 +16,19 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timezone
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pollkit.batch._journal import Journal
 from pollkit.batch._tag_lookup import TagLookup
-from pollkit.client._engine import Engine
 from pollkit.core.ratelimit import TokenBucket
 from pollkit.core.retry import retry_delays, submit_fate
 from pollkit.errors import AmbiguousSubmit, AuthenticationError, PollkitError
 from pollkit.models import Event
 from pollkit.policies import Cadence, RetryPolicy
 from pollkit.providers.base import Provider, Submission
+
+if TYPE_CHECKING:  # the client hands its engine in: batch never imports the client
+    from pollkit.client._engine import Engine
 
 __all__ = ["SubmitHost", "Submitter"]
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pollkit.client._engine import Engine
 from pollkit.policies import RetryPolicy
+
+if TYPE_CHECKING:  # the client hands its engine in: batch never imports the client
+    from pollkit.client._engine import Engine
 
 __all__ = ["TagLookup"]
 

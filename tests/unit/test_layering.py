@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "pollkit"
 
 # The only modules that speak aiohttp's client API: one place maps its errors, owns timeouts
 # and retries, so an aiohttp upgrade touches nothing else.
-TRANSPORT = ("pollkit.transport._http", "pollkit.transport._bodysink")
+TRANSPORT = ("pollkit.transport",)
 # Servers (aiohttp.web): the webhook receiver and the simulator.
 SERVERS = ("pollkit.push._webhooks", "pollkit.sim")
 # The value types at the floor, which everything may import and which import nothing above.
@@ -80,11 +80,31 @@ def test_only_the_transport_speaks_aiohttp_client() -> None:
 
 
 @pytest.mark.parametrize(
-    "never", ["aiohttp", "asyncio", "tqdm", "pollkit.transport._http", "pollkit.client._async"]
+    "never", ["aiohttp", "asyncio", "tqdm", "pollkit.transport", "pollkit.client"]
 )
 def test_core_and_providers_do_no_io(never: str) -> None:
     def rule(module: str, imported: str) -> bool:
         return within(module, ("pollkit.core", "pollkit.providers")) and within(imported, (never,))
+
+    assert offenders(rule) == []
+
+
+@pytest.mark.parametrize(
+    "part",
+    ["pollkit.batch", "pollkit.download", "pollkit.push", "pollkit.transport", "pollkit.display"],
+)
+def test_the_parts_below_the_client_never_import_it(part: str) -> None:
+    # cli -> client -> batch, download, push -> transport, providers, core, display -> floor
+    def rule(module: str, imported: str) -> bool:
+        return within(module, (part,)) and within(imported, ("pollkit.client", "pollkit.cli"))
+
+    assert offenders(rule) == []
+
+
+def test_the_floor_imports_nothing_above_it() -> None:
+    def rule(module: str, imported: str) -> bool:
+        pollkit_import = within(imported, ("pollkit",)) and imported != "pollkit"
+        return within(module, FLOOR) and pollkit_import and not within(imported, FLOOR)
 
     assert offenders(rule) == []
 

@@ -8,6 +8,8 @@ import hashlib
 import json
 import os
 import re
+import subprocess
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -187,6 +189,25 @@ def test_jupyter_hooks_delegate_to_the_renderers(tmp_path: Path) -> None:
     assert result._repr_html_() == render_result(result)
     results = Results([result, result])
     assert results._repr_html_() == render_results(results)
+
+
+def test_a_result_renders_once_display_is_loaded_and_models_never_import_it() -> None:
+    # A fresh interpreter: in this one a client loaded pollkit.display long ago.
+    program = """
+import sys
+from datetime import datetime, timezone
+from pollkit.models import JobState, Result, Status
+state = JobState("magichour", "p1", Status.COMPLETE, "complete", datetime.now(timezone.utc))
+result = Result(state=state)
+assert result._repr_html_() is None, "rendered before pollkit.display was loaded"
+assert "pollkit.display" not in sys.modules
+import pollkit.display
+assert "<table" in result._repr_html_()
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
 
 
 # A real kernel: the notebook starts a simulator, uses the blocking Client inside the kernel's

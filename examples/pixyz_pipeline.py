@@ -14,7 +14,7 @@ import asyncio
 from pathlib import Path
 
 import pollkit
-from pollkit.client._pixyz import PixyzClient
+from pollkit import PixyzClient
 from pollkit.policies import DownloadPolicy
 from pollkit.providers.pixyz import Pixyz
 from pollkit.sim import Scenario, Simulator

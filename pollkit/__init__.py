@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from pollkit.batch._journal import Journal
     from pollkit.batch._scheduler import BatchItem
     from pollkit.client._async import AsyncClient
+    from pollkit.client._flux0 import stream_run
     from pollkit.client._pixy import PixyClient
     from pollkit.client._pixyz import PixyzClient
     from pollkit.client._sync import Client
@@ -72,6 +73,7 @@ _SOURCES = {
     "pollkit.batch._journal": ("Journal",),
     "pollkit.batch._scheduler": ("BatchItem",),
     "pollkit.client._async": ("AsyncClient",),
+    "pollkit.client._flux0": ("stream_run",),
     "pollkit.client._pixy": ("PixyClient",),
     "pollkit.client._pixyz": ("PixyzClient",),
     "pollkit.client._sync": ("Client",),
@@ -172,4 +174,5 @@ __all__ = [
     "VideoGenProperties",
     "WebhookReceiver",
     "__version__",
+    "stream_run",
 ]

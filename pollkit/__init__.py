@@ -41,8 +41,9 @@ from pollkit.errors import (
 )
 
 if TYPE_CHECKING:
-    from pollkit.batch._journal import Journal
     from pollkit.batch._scheduler import BatchItem
+    from pollkit.batch.journal._protocol import Journal
+    from pollkit.batch.journal._sqlite import SQLiteJournal
     from pollkit.client._async import AsyncClient
     from pollkit.client._flux0 import stream_run
     from pollkit.client._pixy import PixyClient
@@ -70,7 +71,8 @@ if TYPE_CHECKING:
 # Each name is imported from its module when first used (see pollkit._lazy): a command that
 # needs only the downloader does not load the webhook server, the journal or every provider.
 _SOURCES = {
-    "pollkit.batch._journal": ("Journal",),
+    "pollkit.batch.journal._protocol": ("Journal",),
+    "pollkit.batch.journal._sqlite": ("SQLiteJournal",),
     "pollkit.batch._scheduler": ("BatchItem",),
     "pollkit.client._async": ("AsyncClient",),
     "pollkit.client._flux0": ("stream_run",),
@@ -158,6 +160,7 @@ __all__ = [
     "Result",
     "Results",
     "RetryPolicy",
+    "SQLiteJournal",
     "SavedFile",
     "ServerError",
     "Status",

@@ -29,15 +29,15 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pollkit._aio import wait_event
-from pollkit.batch._journal import Journal, JournalEntry, spec_key
 from pollkit.batch._submits import Submitter
+from pollkit.batch.journal._protocol import Journal
+from pollkit.batch.journal._records import JournalEntry, spec_key
 from pollkit.core.cadence import DurationModel, PollHints, batch_poll_delay, learned_delay
 from pollkit.core.ratelimit import TokenBucket
 from pollkit.core.retry import retry_after_of
@@ -156,13 +156,6 @@ class Scheduler:
         # 429s are handled here, for the whole batch, instead of per request.
         base = engine.transport.retry
         self._poll_retry = base.model_copy(update={"statuses": base.statuses - {429}})
-        self._journal_thread = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="pollkit-journal"
-        )
-        # Journal calls waiting for the thread: (0 urgent / 1 not, order, their turn).
-        self._journal_waiting: list[tuple[int, int, asyncio.Future[None]]] = []
-        self._journal_order = itertools.count()
-        self._journal_busy = False
         self._heap: list[tuple[float, int, _Job]] = []
         self._seq = itertools.count()
         self._wake = asyncio.Event()
@@ -176,40 +169,6 @@ class Scheduler:
         self._submits = Submitter(self, lookup_retry=self._poll_retry)
 
     # --- plumbing -----------------------------------------------------------------------
-
-    async def _journal(self, func: Callable[..., _T], *args: Any, urgent: bool = False) -> _T:
-        """Run one journal call in the journal's thread; `urgent` calls overtake waiting ones.
-
-        A job id just received is urgent: until it is written, a crash leaves its row
-        ``submitting``, and a rerun cannot tell that the job exists. Behind a queue of other
-        writes (a disk flush each) it would wait tens of milliseconds, and a SIGKILL of a busy
-        batch would leave a dozen created jobs looking unsent, to be paid for twice.
-        """
-        loop = asyncio.get_running_loop()
-        if self._journal_busy:
-            turn: asyncio.Future[None] = loop.create_future()
-            entry = (0 if urgent else 1, next(self._journal_order), turn)
-            heapq.heappush(self._journal_waiting, entry)
-            try:
-                await turn
-            except asyncio.CancelledError:
-                if turn.done() and not turn.cancelled():
-                    self._journal_pass()  # the turn was given to us: hand it on
-                raise
-        else:
-            self._journal_busy = True
-        try:
-            return await loop.run_in_executor(self._journal_thread, func, *args)
-        finally:
-            self._journal_pass()
-
-    def _journal_pass(self) -> None:
-        while self._journal_waiting:
-            turn = heapq.heappop(self._journal_waiting)[2]
-            if not turn.done():  # done: its caller was cancelled while waiting
-                turn.set_result(None)
-                return
-        self._journal_busy = False
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
@@ -257,9 +216,9 @@ class Scheduler:
     async def events(self, items: Iterable[BatchItem]) -> AsyncIterator[Event]:
         """Run the batch; yield every event, ending when every item is done or failed."""
         if self.journal is not None:
-            stale = await self._journal(self.journal.entries, {"submitting"})
+            stale = await self.journal.entries({"submitting"})
             for entry in stale:
-                await self._journal(self.journal.mark_ambiguous, entry.key)
+                await self.journal.mark_ambiguous(entry.key)
             if stale:
                 _log.warning("%d submits were in flight when the last run stopped", len(stale))
         self._spawn(self._feed(items))
@@ -278,7 +237,6 @@ class Scheduler:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._submits.drain()
-            self._journal_thread.shutdown(wait=True)
 
     async def _feed(self, items: Iterable[BatchItem]) -> None:
         slots = asyncio.Semaphore(self.concurrency)
@@ -327,7 +285,7 @@ class Scheduler:
         assert spec is not None
         again = False
         if self.journal is not None:
-            entry = await self._journal(self.journal.get, key)
+            entry = await self.journal.get(key)
             if entry is not None:
                 if entry.spec != dict(spec) or entry.provider != self.provider.name:
                     reused = ConfigurationError(f"key {key} was used for another spec before")
@@ -355,11 +313,9 @@ class Scheduler:
     async def _adopt(self, key: str, job_id: str) -> None:
         """Track a job that exists already (wait and download only)."""
         if self.journal is not None:
-            entry = await self._journal(
-                self.journal.begin_submit, key, self.provider.name, {"job_id": job_id}
-            )
+            entry = await self.journal.begin_submit(key, self.provider.name, {"job_id": job_id})
             if entry.state in ("submitting", "ambiguous"):
-                await self._journal(self.journal.record_submitted, key, job_id, None, _now())
+                await self.journal.record_submitted(key, job_id, None, _now())
         self._track(key, job_id, None, None, fresh=False, due=0.0)
 
     def _replay(self, entry: JournalEntry) -> None:
@@ -525,8 +481,7 @@ class Scheduler:
             self._emit(Event("status", job.key, job.job_id, state=state))
             if self.journal is not None:
                 error = str(state.error) if state.error else None
-                await self._journal(
-                    self.journal.record_status,
+                await self.journal.record_status(
                     job.key,
                     state.status.value,
                     state.native_status,
@@ -626,8 +581,7 @@ class Scheduler:
                         Event("download_finished", job.key, job.job_id, state=state, path=file.path)
                     )
                     if self.journal is not None:
-                        await self._journal(
-                            self.journal.record_output,
+                        await self.journal.record_output(
                             job.key,
                             output.index,
                             os.fspath(file.path),
@@ -635,7 +589,7 @@ class Scheduler:
                             file.sha256,
                         )
         if error is None and self.journal is not None:
-            await self._journal(self.journal.record_done, job.key)
+            await self.journal.record_done(job.key)
         result = Result(
             state=state,
             downloaded_paths=paths,

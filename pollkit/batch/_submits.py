@@ -14,12 +14,12 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from pollkit.batch._journal import Journal
 from pollkit.batch._tag_lookup import TagLookup
+from pollkit.batch.journal._protocol import Journal
 from pollkit.core.ratelimit import TokenBucket
 from pollkit.core.retry import retry_delays, submit_fate
 from pollkit.errors import AmbiguousSubmit, AuthenticationError, PollkitError
@@ -49,8 +49,6 @@ class SubmitHost(Protocol):
     cadence: Cadence
     rng: random.Random
     _bucket: TokenBucket | None
-
-    async def _journal(self, func: Callable[..., _T], *args: Any, urgent: bool = False) -> _T: ...
 
     async def _respect_pause(self) -> None: ...
 
@@ -177,15 +175,13 @@ class Submitter:
             # Written after the waits, just before the request: a batch stopped while
             # waiting leaves no row that looks like a submit in flight.
             if again:
-                await self.host._journal(self.host.journal.retry_submit, key)
+                await self.host.journal.retry_submit(key)
             else:
-                await self.host._journal(
-                    self.host.journal.begin_submit, key, self.host.provider.name, dict(spec)
-                )
+                await self.host.journal.begin_submit(key, self.host.provider.name, dict(spec))
         if self.stopping:
             stopped = PollkitError(f"spec {key}: not sent: the batch stopped first")
             if self.host.journal is not None:
-                await self.host._journal(self.host.journal.record_submit_failed, key, str(stopped))
+                await self.host.journal.record_submit_failed(key, str(stopped))
             return "unsent", stopped
         try:
             submission = await self.host.engine.submit(
@@ -195,18 +191,16 @@ class Submitter:
             fate = submit_fate(exc, self.policy)
             if self.host.journal is not None:
                 if fate == "ambiguous":
-                    await self.host._journal(self.host.journal.mark_ambiguous, key)
+                    await self.host.journal.mark_ambiguous(key)
                 else:
-                    await self.host._journal(self.host.journal.record_submit_failed, key, str(exc))
+                    await self.host.journal.record_submit_failed(key, str(exc))
             return fate, exc
         if self.host.journal is not None:
-            await self.host._journal(
-                self.host.journal.record_submitted,
+            await self.host.journal.record_submitted(
                 key,
                 submission.job_id,
                 submission.kind,
                 submission.submitted_at,
-                urgent=True,
             )
         return "created", submission
 
@@ -262,8 +256,6 @@ class Submitter:
     async def _adopt_found(self, key: str, job_id: str) -> None:
         _log.info("spec %s: its ambiguous submit created job %s", key, job_id)
         if self.host.journal is not None:
-            await self.host._journal(
-                self.host.journal.record_submitted, key, job_id, None, _now(), urgent=True
-            )
+            await self.host.journal.record_submitted(key, job_id, None, _now())
         self.host._emit(Event("submitted", key, job_id))
         self.host._track(key, job_id, None, None, fresh=False, due=0.0)

@@ -12,9 +12,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pollkit.batch._journal import Journal, default_journal_path
-from pollkit.batch._journal_lock import JournalLock, check_journal_location
 from pollkit.batch._scheduler import BatchItem, Scheduler
+from pollkit.batch.journal._open import JournalArgument, open_journal
 from pollkit.client._engine import Engine
 from pollkit.core.cadence import DurationModel
 from pollkit.display._progress import NullProgress, ProgressSink, TqdmProgress
@@ -455,7 +454,7 @@ class AsyncClient:
         items: Iterable[BatchItem],
         *,
         download_directory: str | os.PathLike[str],
-        journal: Journal | str | os.PathLike[str] | bool = True,
+        journal: JournalArgument = True,
         concurrency: int = 16,
         rate: float | None = None,
         timeout: float | None = None,
@@ -468,53 +467,30 @@ class AsyncClient:
         """Run a batch and yield every event of it; see `run` for the arguments."""
         directory = Path(download_directory)
         chosen = self._cadence(timeout, cadence)
-        where: Path | None = None
-        if journal is True:
-            where = default_journal_path(directory)
-        elif isinstance(journal, (str, os.PathLike)):
-            where = check_journal_location(journal)
-        elif isinstance(journal, Journal):
-            where = journal.path
-        # Taken before the journal is read: a second run of the batch must refuse before it
-        # has seen, let alone sent, anything.
-        lock = JournalLock(where) if where is not None else None
-        owned: Journal | None = None
-        try:
-            if isinstance(journal, Journal):
-                book: Journal | None = journal
-            elif where is not None:
-                book = owned = Journal(where)
-            else:
-                book = None
-        except BaseException:
-            if lock is not None:
-                lock.release()
-            raise
         sink = _sink(progress, jobs=True)
         try:
-            scheduler = Scheduler(
-                self._engine,
-                self._downloader,
-                cadence=chosen,
-                durations=self._durations,
-                journal=book,
-                directory=directory,
-                concurrency=concurrency,
-                rate=rate,
-                download_outputs=download_outputs,
-                resubmit_ambiguous=resubmit_ambiguous,
-                on_event=on_event,
-                progress=sink,
-                refresher=self._refresher,
-                rng=self._rng,
-            )
-            async for event in scheduler.events(items):
-                yield event
+            # An SQLite journal is locked before it is read: a second run of the batch must
+            # refuse before it has seen, let alone sent, anything.
+            async with open_journal(journal, directory) as book:
+                scheduler = Scheduler(
+                    self._engine,
+                    self._downloader,
+                    cadence=chosen,
+                    durations=self._durations,
+                    journal=book,
+                    directory=directory,
+                    concurrency=concurrency,
+                    rate=rate,
+                    download_outputs=download_outputs,
+                    resubmit_ambiguous=resubmit_ambiguous,
+                    on_event=on_event,
+                    progress=sink,
+                    refresher=self._refresher,
+                    rng=self._rng,
+                )
+                async for event in scheduler.events(items):
+                    yield event
         finally:
-            if owned is not None:
-                owned.close()
-            if lock is not None:
-                lock.release()
             if progress is True:
                 sink.close()
 
@@ -523,7 +499,7 @@ class AsyncClient:
         items: Iterable[BatchItem],
         *,
         download_directory: str | os.PathLike[str],
-        journal: Journal | str | os.PathLike[str] | bool = True,
+        journal: JournalArgument = True,
         concurrency: int = 16,
         rate: float | None = None,
         timeout: float | None = None,
@@ -543,9 +519,9 @@ class AsyncClient:
         Args:
             items: Specs, existing job ids (wait and download only), or ``(key, spec)``.
             download_directory: Where outputs go (created if missing).
-            journal: True for ``<download_directory>/.pollkit/journal.sqlite``, a path, a
-                `Journal`, or False for none. With a journal a rerun of the same batch submits
-                nothing twice and downloads nothing twice.
+            journal: True for ``<download_directory>/.pollkit/journal.sqlite``, a path, an
+                `SQLiteJournal`, any `Journal` (left open), or False for none. With a journal a
+                rerun of the same batch submits nothing twice and downloads nothing twice.
             concurrency: Submits, and polls, in flight at once.
             rate: Most submits per second; None: no limit.
             timeout: Deadline of each job, in seconds from its submission.

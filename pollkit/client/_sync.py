@@ -23,8 +23,8 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from pollkit._loopthread import LoopThread
-from pollkit.batch._journal import Journal
 from pollkit.batch._scheduler import BatchItem
+from pollkit.batch.journal._open import JournalArgument
 from pollkit.client._async import AsyncClient
 from pollkit.display._progress import ProgressSink
 from pollkit.download._downloader import SavedFile
@@ -195,7 +195,7 @@ class Client:
         items: Iterable[BatchItem],
         *,
         download_directory: str | os.PathLike[str],
-        journal: Journal | str | os.PathLike[str] | bool = True,
+        journal: JournalArgument = True,
         concurrency: int = 16,
         rate: float | None = None,
         timeout: float | None = None,
@@ -230,7 +230,7 @@ class Client:
         items: Iterable[BatchItem],
         *,
         download_directory: str | os.PathLike[str],
-        journal: Journal | str | os.PathLike[str] | bool = True,
+        journal: JournalArgument = True,
         concurrency: int = 16,
         rate: float | None = None,
         timeout: float | None = None,

@@ -53,8 +53,8 @@ def test_names_are_imported_on_first_use_and_the_download_command_stays_lean() -
     probe = """
 import json, sys
 import pollkit
-after_import = sorted(m for m in ("aiohttp", "aiohttp.web", "pollkit.batch._journal", "pollkit.sim")
-                      if m in sys.modules)
+lean = ("aiohttp", "aiohttp.web", "pollkit.batch.journal._sqlite", "pollkit.sim")
+after_import = sorted(m for m in lean if m in sys.modules)
 names = {n: type(getattr(pollkit, n)).__name__ for n in pollkit.__all__}
 try:
     pollkit.NoSuchThing
@@ -79,7 +79,7 @@ try:
     main(["download", "--help"])
 except SystemExit:
     pass
-modules = ("aiohttp.web", "pollkit.batch._journal", "pollkit.sim", "pollkit.client._async")
+modules = ("aiohttp.web", "pollkit.batch.journal._sqlite", "pollkit.sim", "pollkit.client._async")
 print(",".join(m for m in modules if m in sys.modules))
 """
     done = subprocess.run(

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from pollkit import AsyncClient, Cadence, Client, MagicHour, Result, Status
-from pollkit.batch._journal import Journal, default_journal_path, spec_key
+from pollkit.batch.journal._records import default_journal_path, spec_key
+from pollkit.batch.journal._sqlite import SQLiteJournal
 from pollkit.cli import main
 from pollkit.models import Event
 from pollkit.sim import Scenario, Simulator, ThreadedSimulator
@@ -73,7 +74,7 @@ async def test_a_few_hundred_jobs_all_verified_and_a_rerun_sends_nothing(
         p.name for p in tmp_path.iterdir() if p.name != ".pollkit" and p.suffix not in (".png",)
     ]
     assert stray == []
-    with Journal(default_journal_path(tmp_path)) as journal:
+    with SQLiteJournal(default_journal_path(tmp_path)) as journal:
         assert {state: n for state, n in journal.counts().items() if n} == {"done": 300}
 
 
@@ -146,7 +147,7 @@ async def test_refused_submit_fails_that_spec_only(sim: Simulator, tmp_path: Pat
                 [image(i) for i in range(4)], download_directory=tmp_path, concurrency=1
             )
         ]
-        with Journal(default_journal_path(tmp_path)) as journal:
+        with SQLiteJournal(default_journal_path(tmp_path)) as journal:
             states = Counter(e.state for e in journal.entries())
         # A rerun sends the refused one again, and only that one.
         again = [
@@ -162,7 +163,7 @@ async def test_an_interrupted_submit_is_ambiguous_until_told(
     sim: Simulator, tmp_path: Path
 ) -> None:
     spec = image(0)
-    with Journal(default_journal_path(tmp_path)) as journal:
+    with SQLiteJournal(default_journal_path(tmp_path)) as journal:
         journal.begin_submit(spec_key(spec), "magichour", spec)  # the crash came right after
     async with client_for(sim) as client:
         (first,) = [r async for r in client.run([spec], download_directory=tmp_path)]
@@ -240,7 +241,7 @@ def test_sigkill_at_a_random_moment_then_rerun(tmp_path: Path, seed: int) -> Non
         assert rerun.returncode == 0, stderr
         stats = sim.stats()
     # No duplicate: at most one job per spec, plus one per submit that was in flight at the kill.
-    with Journal(default_journal_path(out)) as journal:
+    with SQLiteJournal(default_journal_path(out)) as journal:
         entries = journal.entries()
     assert len(entries) == 60
     assert all(e.state == "done" for e in entries)
@@ -274,7 +275,7 @@ def test_sigint_stops_cleanly_and_the_rerun_resumes(tmp_path: Path) -> None:
         assert child.returncode == 130, stderr
         assert "interrupted" in stderr
         assert "run the same command again" in stderr
-        with Journal(journal_file) as journal:
+        with SQLiteJournal(journal_file) as journal:
             counts = journal.counts()
         assert sum(counts.values()) >= 20  # readable and consistent
         # The submits on the wire at Ctrl-C were let finish and recorded: none is left unknown.
@@ -356,7 +357,7 @@ async def test_a_refused_key_stops_the_batch(sim: Simulator, tmp_path: Path) -> 
                 )
             ]
     assert sim.stats()["requests"]["total"] <= 4  # no request per job after the first refusal
-    with Journal(default_journal_path(tmp_path)) as journal:
+    with SQLiteJournal(default_journal_path(tmp_path)) as journal:
         states = Counter(e.state for e in journal.entries())
     # The refused submit is recorded as such; the others in flight when the batch stopped are
     # unknown (they may have reached the server) and will read as ambiguous next time.

@@ -35,7 +35,8 @@ from typing import Any
 import pytest
 
 from pollkit import AsyncClient, MagicHour
-from pollkit.batch._journal import Journal, JournalEntry, default_journal_path
+from pollkit.batch.journal._records import JournalEntry, default_journal_path
+from pollkit.batch.journal._sqlite import SQLiteJournal
 from pollkit.sim import Scenario, Simulator, ThreadedSimulator
 from tests.helpers import FAST_CADENCE, FAST_RETRY
 
@@ -195,7 +196,7 @@ class Snapshot:
 
 
 def snapshot(out: Path, moment: str) -> Snapshot:
-    with Journal(default_journal_path(out)) as journal:
+    with SQLiteJournal(default_journal_path(out)) as journal:
         entries = journal.entries()
         states = journal.counts()
     assert_journal_agrees_with_disk(entries)
@@ -228,7 +229,7 @@ class Outcome:
 
 
 def outcome(out: Path, stats: dict[str, Any]) -> Outcome:
-    with Journal(default_journal_path(out)) as journal:
+    with SQLiteJournal(default_journal_path(out)) as journal:
         entries = journal.entries()
     key_of = {e.job_id: e.key for e in entries if e.job_id}
     published = {
@@ -341,7 +342,7 @@ def test_ten_sigkills_then_rerun_end_exactly_as_an_uninterrupted_run(tmp_path: P
     assert crashed.orphans <= resubmitted, report
 
 
-class SlowJournal(Journal):
+class SlowJournal(SQLiteJournal):
     """A journal on a slow disk: every write takes 5 ms. Logs the order of its writes."""
 
     def __init__(self, path: Path) -> None:

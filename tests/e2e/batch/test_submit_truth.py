@@ -28,8 +28,9 @@ from pollkit import (
     RetryPolicy,
     SubmitPolicy,
 )
-from pollkit.batch._journal import Journal, default_journal_path
-from pollkit.batch._journal_lock import JournalLock
+from pollkit.batch.journal._lock import JournalLock
+from pollkit.batch.journal._records import default_journal_path
+from pollkit.batch.journal._sqlite import SQLiteJournal
 from pollkit.cli import main
 from pollkit.client._pixyz import PixyzClient
 from pollkit.providers.pixyz import Pixyz
@@ -53,7 +54,7 @@ async def run_all(client: AsyncClient, specs: list[Any], out: Path, **kwargs: An
 
 
 def states(out: Path) -> dict[str, str]:
-    with Journal(default_journal_path(out)) as journal:
+    with SQLiteJournal(default_journal_path(out)) as journal:
         return {e.key: e.state for e in journal.entries()}
 
 
@@ -255,7 +256,7 @@ def test_a_busy_journal_refuses_the_cli_run_before_sending_anything(
 def test_a_journal_left_by_a_killed_run_is_taken_over(tmp_path: Path) -> None:
     journal = default_journal_path(tmp_path)
     code = (
-        "import sys, time; from pollkit.batch._journal_lock import JournalLock;"
+        "import sys, time; from pollkit.batch.journal._lock import JournalLock;"
         f"lock = JournalLock({str(journal)!r}); print('locked', flush=True); time.sleep(60)"
     )
     with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) as child:

@@ -18,7 +18,7 @@ import nbformat
 from nbclient import NotebookClient
 
 from pollkit import ErrorInfo, JobState, Result, Results, Status
-from pollkit.batch._journal import spec_key
+from pollkit.batch.journal._records import spec_key
 from pollkit.display._notebook import MAX_EMBED_BYTES, MAX_THUMBNAILS, render_result, render_results
 
 NOTEBOOK = Path(__file__).parent / "data" / "pollkit_in_a_cell.ipynb"

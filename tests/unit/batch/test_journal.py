@@ -18,14 +18,8 @@ from typing import Any
 
 import pytest
 
-from pollkit.batch._journal import (
-    SCHEMA_VERSION,
-    STATES,
-    Journal,
-    JournalOutput,
-    default_journal_path,
-    spec_key,
-)
+from pollkit.batch.journal._records import STATES, JournalOutput, default_journal_path, spec_key
+from pollkit.batch.journal._sqlite import SCHEMA_VERSION, SQLiteJournal
 from pollkit.errors import ConfigurationError, StorageError
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
@@ -38,12 +32,12 @@ def path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def journal(path: Path) -> Iterator[Journal]:
-    with Journal(path) as opened:
+def journal(path: Path) -> Iterator[SQLiteJournal]:
+    with SQLiteJournal(path) as opened:
         yield opened
 
 
-def _submitted(journal: Journal, key: str, spec: dict[str, Any] | None = None) -> None:
+def _submitted(journal: SQLiteJournal, key: str, spec: dict[str, Any] | None = None) -> None:
     journal.begin_submit(key, "sim", spec if spec is not None else {"n": key})
     journal.record_submitted(key, f"job-{key}", "image", T0)
 
@@ -93,24 +87,24 @@ def test_default_journal_path(tmp_path: Path) -> None:
 
 def test_full_life_survives_close_and_reopen(path: Path) -> None:
     key = spec_key(SPEC)
-    with Journal(path) as journal:
+    with SQLiteJournal(path) as journal:
         entry = journal.begin_submit(key, "sim", SPEC)
         assert (entry.state, entry.attempts, entry.job_id) == ("submitting", 1, None)
         assert entry.spec == SPEC
         assert entry.created_at.tzinfo is not None
     assert path.parent.is_dir()
 
-    with Journal(path) as journal:
+    with SQLiteJournal(path) as journal:
         journal.record_submitted(key, "job-1", "image", T0)
-    with Journal(path) as journal:
+    with SQLiteJournal(path) as journal:
         journal.record_status(key, "rendering", "PROCESSING", T0 + timedelta(seconds=5))
-    with Journal(path) as journal:
+    with SQLiteJournal(path) as journal:
         journal.record_status(key, "complete", "DONE", T0 + timedelta(seconds=9))
         journal.record_output(key, 0, "out/job-1-0.png", 123, "ab" * 32)
-    with Journal(path) as journal:
+    with SQLiteJournal(path) as journal:
         journal.record_done(key)
 
-    with Journal(path) as journal:
+    with SQLiteJournal(path) as journal:
         entry = journal.get(key)
     assert entry is not None
     assert entry.state == "done"
@@ -123,11 +117,11 @@ def test_full_life_survives_close_and_reopen(path: Path) -> None:
 
 
 def test_begin_submit_is_committed_before_it_returns(path: Path) -> None:
-    with Journal(path) as writer:
+    with SQLiteJournal(path) as writer:
         writer.begin_submit("k", "sim", SPEC)
         # Nothing else happened yet: no record_submitted, no close. Another connection (as
         # another process would) must already see the row.
-        with Journal(path) as reader:
+        with SQLiteJournal(path) as reader:
             seen = reader.get("k")
         with closing(_raw(path)) as raw:
             row = raw.execute("SELECT state, attempts FROM pollkit_jobs").fetchall()
@@ -136,13 +130,13 @@ def test_begin_submit_is_committed_before_it_returns(path: Path) -> None:
     assert row == [("submitting", 1)]
 
 
-def test_begin_submit_returns_an_existing_row_unchanged(journal: Journal) -> None:
+def test_begin_submit_returns_an_existing_row_unchanged(journal: SQLiteJournal) -> None:
     _submitted(journal, "k", SPEC)
     again = journal.begin_submit("k", "sim", dict(reversed(list(SPEC.items()))))
     assert (again.state, again.job_id, again.attempts) == ("submitted", "job-k", 1)
 
 
-def test_same_key_for_a_different_spec_or_provider_is_refused(journal: Journal) -> None:
+def test_same_key_for_a_different_spec_or_provider_is_refused(journal: SQLiteJournal) -> None:
     journal.begin_submit("k", "sim", SPEC)
     with pytest.raises(ConfigurationError, match="different spec"):
         journal.begin_submit("k", "sim", {**SPEC, "steps": 31})
@@ -153,7 +147,7 @@ def test_same_key_for_a_different_spec_or_provider_is_refused(journal: Journal) 
     assert entry.spec == SPEC
 
 
-def test_rejected_then_retried(journal: Journal) -> None:
+def test_rejected_then_retried(journal: SQLiteJournal) -> None:
     journal.begin_submit("k", "sim", SPEC)
     journal.record_submit_failed("k", "HTTP 422: prompt too long")
     entry = journal.get("k")
@@ -173,7 +167,7 @@ def test_rejected_then_retried(journal: Journal) -> None:
     )
 
 
-def test_ambiguous_rows_are_retried_or_found(journal: Journal) -> None:
+def test_ambiguous_rows_are_retried_or_found(journal: SQLiteJournal) -> None:
     journal.begin_submit("lost", "sim", {"n": 1})
     journal.begin_submit("found", "sim", {"n": 2})
     for entry in journal.entries({"submitting"}):
@@ -208,7 +202,7 @@ def test_ambiguous_rows_are_retried_or_found(journal: Journal) -> None:
     ],
 )
 def test_transitions_that_could_lose_or_duplicate_a_job_are_refused(
-    journal: Journal, setup: str, call: Any
+    journal: SQLiteJournal, setup: str, call: Any
 ) -> None:
     journal.begin_submit("k", "sim", SPEC)
     if setup == "submitted":
@@ -221,7 +215,7 @@ def test_transitions_that_could_lose_or_duplicate_a_job_are_refused(
     assert journal.get("k") == before
 
 
-def test_repeated_record_submitted_for_the_same_job_is_harmless(journal: Journal) -> None:
+def test_repeated_record_submitted_for_the_same_job_is_harmless(journal: SQLiteJournal) -> None:
     _submitted(journal, "k")
     journal.record_submitted("k", "job-k", "image", T0 + timedelta(hours=1))
     entry = journal.get("k")
@@ -241,13 +235,13 @@ def test_repeated_record_submitted_for_the_same_job_is_harmless(journal: Journal
         lambda j: j.record_done("nope"),
     ],
 )
-def test_unknown_key_is_a_key_error_naming_it(journal: Journal, call: Any) -> None:
+def test_unknown_key_is_a_key_error_naming_it(journal: SQLiteJournal, call: Any) -> None:
     with pytest.raises(KeyError, match="nope"):
         call(journal)
     assert journal.get("nope") is None
 
 
-def test_terminal_status_is_never_overwritten(journal: Journal) -> None:
+def test_terminal_status_is_never_overwritten(journal: SQLiteJournal) -> None:
     _submitted(journal, "k")
     journal.record_status("k", "queued", "QUEUED", T0)
     entry = journal.get("k")
@@ -263,7 +257,7 @@ def test_terminal_status_is_never_overwritten(journal: Journal) -> None:
     assert entry.finished_at == T0 + timedelta(seconds=1)
 
 
-def test_an_older_observation_does_not_replace_a_newer_one(journal: Journal) -> None:
+def test_an_older_observation_does_not_replace_a_newer_one(journal: SQLiteJournal) -> None:
     _submitted(journal, "k")
     journal.record_status("k", "rendering", "RUNNING", T0 + timedelta(seconds=5))
     journal.record_status("k", "queued", "QUEUED", T0 + timedelta(seconds=1))
@@ -277,13 +271,13 @@ def test_an_older_observation_does_not_replace_a_newer_one(journal: Journal) -> 
     assert (entry.status, entry.finished_at) == ("complete", T0 + timedelta(seconds=4))
 
 
-def test_status_must_be_a_pollkit_status(journal: Journal) -> None:
+def test_status_must_be_a_pollkit_status(journal: SQLiteJournal) -> None:
     _submitted(journal, "k")
     with pytest.raises(ConfigurationError, match="PROCESSING"):
         journal.record_status("k", "PROCESSING", "PROCESSING", T0)
 
 
-def test_timestamps_are_stored_as_utc(journal: Journal) -> None:
+def test_timestamps_are_stored_as_utc(journal: SQLiteJournal) -> None:
     paris = timezone(timedelta(hours=1))
     journal.begin_submit("k", "sim", SPEC)
     journal.record_submitted("k", "job", None, datetime(2025, 1, 2, 4, 4, 5, tzinfo=paris))
@@ -293,7 +287,7 @@ def test_timestamps_are_stored_as_utc(journal: Journal) -> None:
     assert entry.submitted_at.utcoffset() == timedelta(0)
 
 
-def test_outputs_are_upserted_and_ordered(journal: Journal) -> None:
+def test_outputs_are_upserted_and_ordered(journal: SQLiteJournal) -> None:
     _submitted(journal, "k")
     journal.record_output("k", 2, "c", 3, "cc")
     journal.record_output("k", 0, "a", 1, "aa")
@@ -310,7 +304,7 @@ def test_outputs_are_upserted_and_ordered(journal: Journal) -> None:
         journal.record_output("k", -1, "x", 1, "x")
 
 
-def test_entries_in_insertion_order_filtered_by_state_and_counts(journal: Journal) -> None:
+def test_entries_in_insertion_order_filtered_by_state_and_counts(journal: SQLiteJournal) -> None:
     keys = ["zeta", "alpha", "mid", "beta"]
     for key in keys:
         journal.begin_submit(key, "sim", {"k": key})
@@ -346,7 +340,7 @@ def test_entries_in_insertion_order_filtered_by_state_and_counts(journal: Journa
 def test_file_is_wal_and_synchronous_follows_durable(tmp_path: Path) -> None:
     for durable, expected in ((True, 2), (False, 1)):  # FULL = 2, NORMAL = 1
         path = tmp_path / f"{durable}.sqlite"
-        with Journal(path, durable=durable) as journal:
+        with SQLiteJournal(path, durable=durable) as journal:
             connection = journal._connection
             assert connection is not None
             assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
@@ -358,7 +352,7 @@ def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "notes.sqlite"
     path.write_text("these are my notes, not a database\n" * 100)
     with pytest.raises(ConfigurationError, match=r"notes\.sqlite is not a pollkit journal"):
-        Journal(path)
+        SQLiteJournal(path)
     assert path.read_text().startswith("these are my notes")
 
 
@@ -369,32 +363,32 @@ def test_someone_elses_database_is_refused_and_left_untouched(tmp_path: Path) ->
         raw.commit()
     before = path.read_bytes()
     with pytest.raises(ConfigurationError, match=r"app\.db is not a pollkit journal"):
-        Journal(path)
+        SQLiteJournal(path)
     assert path.read_bytes() == before  # not even switched to WAL
 
 
 def test_a_journal_from_a_newer_pollkit_is_refused(path: Path) -> None:
-    Journal(path).close()
+    SQLiteJournal(path).close()
     with closing(_raw(path)) as raw:
         raw.execute("UPDATE pollkit_schema SET version = ?", (SCHEMA_VERSION + 1,))
         raw.commit()
     with pytest.raises(ConfigurationError, match=r"schema version 2.*newer pollkit") as info:
-        Journal(path)
+        SQLiteJournal(path)
     assert str(path) in str(info.value)
 
 
 def test_an_empty_file_becomes_a_journal(tmp_path: Path) -> None:
     path = tmp_path / "empty.sqlite"
     path.touch()
-    with Journal(path) as journal:
+    with SQLiteJournal(path) as journal:
         journal.begin_submit("k", "sim", SPEC)
-    with Journal(path) as journal:
+    with SQLiteJournal(path) as journal:
         assert journal.counts()["submitting"] == 1
 
 
 def test_a_directory_path_is_a_storage_error(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="directory") as info:
-        Journal(tmp_path)
+        SQLiteJournal(tmp_path)
     assert info.value.path == str(tmp_path)
 
 
@@ -402,19 +396,19 @@ def test_a_path_under_a_file_is_a_storage_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(StorageError) as info:
-        Journal(blocker / ".pollkit" / "journal.sqlite")
+        SQLiteJournal(blocker / ".pollkit" / "journal.sqlite")
     assert info.value.path == str(blocker / ".pollkit" / "journal.sqlite")
 
 
 def test_a_closed_journal_says_so(path: Path) -> None:
-    journal = Journal(path)
+    journal = SQLiteJournal(path)
     journal.close()
     journal.close()
     with pytest.raises(ConfigurationError, match="closed"):
         journal.get("k")
 
 
-def test_a_failed_write_is_rolled_back(journal: Journal) -> None:
+def test_a_failed_write_is_rolled_back(journal: SQLiteJournal) -> None:
     journal.begin_submit("k", "sim", SPEC)
     with pytest.raises(ConfigurationError):
         journal.record_submitted("k", "", None, T0)
@@ -429,9 +423,9 @@ def test_a_failed_write_is_rolled_back(journal: Journal) -> None:
 _CHILD = """
 import os, signal, sys
 from datetime import datetime, timezone
-from pollkit.batch._journal import Journal
+from pollkit import SQLiteJournal
 
-journal = Journal(sys.argv[1])
+journal = SQLiteJournal(sys.argv[1])
 for i in range(50):
     journal.begin_submit(f"k{i:02d}", "sim", {"i": i, "prompt": "x" * 200})
     if i % 2 == 0:
@@ -448,7 +442,7 @@ def test_a_killed_run_leaves_every_row_intact(path: Path) -> None:
     # Killed without closing: the rows live in the WAL, which the next open must recover.
     assert path.with_name(path.name + "-wal").stat().st_size > 0
 
-    with Journal(path) as journal:
+    with SQLiteJournal(path) as journal:
         entries = journal.entries()
         counts = journal.counts()
         for entry in journal.entries({"submitting"}):
@@ -481,7 +475,7 @@ def test_four_threads_share_one_journal(path: Path) -> None:
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 
-    with Journal(path, durable=False) as journal:
+    with SQLiteJournal(path, durable=False) as journal:
         threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
         for thread in threads:
             thread.start()
@@ -489,14 +483,14 @@ def test_four_threads_share_one_journal(path: Path) -> None:
             thread.join()
         assert errors == []
         assert journal.counts()["submitted"] == 800
-    with Journal(path) as journal:
+    with SQLiteJournal(path) as journal:
         entries = journal.entries()
     assert len({e.key for e in entries}) == 800
     assert all(e.job_id == f"job-{e.key}" for e in entries)
 
 
 def test_two_journals_on_one_file_see_each_others_writes(path: Path) -> None:
-    with Journal(path) as first, Journal(path) as second:
+    with SQLiteJournal(path) as first, SQLiteJournal(path) as second:
         first.begin_submit("k", "sim", SPEC)
         assert second.begin_submit("k", "sim", SPEC).attempts == 1
         second.record_submitted("k", "job", None, T0)
@@ -509,7 +503,7 @@ def test_nothing_secret_or_bulky_is_logged_at_info(
     path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level("INFO", logger="pollkit.journal")
-    with Journal(path) as journal:
+    with SQLiteJournal(path) as journal:
         journal.begin_submit("k", "sim", {"prompt": "my secret prompt"})
         journal.mark_ambiguous("k")
     assert "my secret prompt" not in caplog.text

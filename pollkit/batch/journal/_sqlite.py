@@ -1,32 +1,17 @@
-"""The durable record of a batch: which spec became which job, and which files are on disk.
+"""`SQLiteJournal`: the embedded journal, one SQLite file per batch directory.
 
-One SQLite file (``<download_directory>/.pollkit/journal.sqlite``) holds one row per spec,
-keyed by `spec_key`, and one row per verified output. Its purpose is money: a paid job must
-never be submitted twice because a run was interrupted, so the row saying "about to submit"
-is committed (and, when `durable`, on the disk) *before* the request leaves.
+One file (``<download_directory>/.pollkit/journal.sqlite``) holds one row per spec, keyed by
+`spec_key`, and one row per verified output. Its purpose is money: a paid job must never be
+submitted twice because a run was interrupted, so the row saying "about to submit" is committed
+(and, when `durable`, on the disk) *before* the request leaves. The rows follow the life drawn
+in `pollkit.batch.journal._records`.
 
-The life of a row (``state``)::
-
-    begin_submit ─▶ submitting ──record_submitted──▶ submitted ──record_done──▶ done
-                     │      │                            ▲
-  record_submit_failed      mark_ambiguous               │ record_submitted
-  (a 4xx: no job)    │      │ (outcome unknown)          │ (the job exists after all)
-                     ▼      ▼                            │
-                 rejected  ambiguous ────────────────────┘
-                     │      │
-                     └──────┴──retry_submit──▶ submitting (attempts + 1)
-
-Any other transition is a bug in the caller and raises `ConfigurationError` rather than
-silently losing a job id. The job's own status (``queued``, ``complete``…) is kept apart from
-the row's state; a terminal status is never replaced.
-
-All SQL lives in this module, behind the methods of `Journal`, so that a PostgreSQL journal for
-many workers can later implement the same class.
+Its methods are blocking (SQLite, the disk): a batch reaches it through `ThreadedJournal`,
+which gives it the async `Journal` protocol the scheduler speaks.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -34,29 +19,25 @@ import sqlite3
 import threading
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from pollkit.batch.journal._records import (
+    STATES,
+    JournalEntry,
+    JournalOutput,
+    canonical_json,
+)
 from pollkit.errors import ConfigurationError, StorageError
 from pollkit.models import Status
 
-__all__ = [
-    "SCHEMA_VERSION",
-    "STATES",
-    "Journal",
-    "JournalEntry",
-    "JournalOutput",
-    "default_journal_path",
-    "spec_key",
-]
+__all__ = ["SCHEMA_VERSION", "SQLiteJournal"]
 
 _log = logging.getLogger("pollkit.journal")
 
 SCHEMA_VERSION = 1
-STATES = ("submitting", "submitted", "rejected", "ambiguous", "done")
 _APPLICATION = "pollkit-journal"
 _BUSY_TIMEOUT_MS = 30_000
 _TERMINAL = frozenset({Status.COMPLETE.value, Status.ERROR.value, Status.CANCELED.value})
@@ -100,109 +81,6 @@ _JOB_COLUMNS = (
 )
 
 
-def default_journal_path(download_directory: str | os.PathLike[str]) -> Path:
-    """Where a batch downloading into `download_directory` keeps its journal.
-
-    Args:
-        download_directory: The batch's download directory.
-
-    Returns:
-        ``<download_directory>/.pollkit/journal.sqlite``.
-    """
-    return Path(download_directory) / ".pollkit" / "journal.sqlite"
-
-
-def _canonical_json(spec: Mapping[str, Any]) -> str:
-    if not isinstance(spec, Mapping):
-        raise ConfigurationError(f"a spec must be a mapping, got {type(spec).__name__}")
-    try:
-        # allow_nan=False: NaN is not JSON, and would not survive a PostgreSQL jsonb column.
-        return json.dumps(
-            spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(f"spec is not JSON-serialisable: {exc}") from exc
-
-
-def spec_key(spec: Mapping[str, Any], key: str | None = None) -> str:
-    """The journal key of a spec: the user's own key, or a hash of the spec's content.
-
-    The hash is of the canonical JSON (sorted keys, no spaces, UTF-8), so the order of a
-    mapping's keys does not change it, and it is the same on every run and machine.
-
-    Args:
-        spec: The request body the job is created from.
-        key: The user's key for this spec, if they gave one; it wins over the hash.
-
-    Returns:
-        `key`, or ``"sha256:<hex digest>"``.
-
-    Raises:
-        ConfigurationError: `key` is given but empty or not a string, or the spec cannot be
-            written as JSON (an object, NaN, a non-mapping).
-    """
-    if key is not None:
-        if not isinstance(key, str) or not key.strip():
-            raise ConfigurationError(f"a spec key must be a non-empty string, got {key!r}")
-        return key
-    digest = hashlib.sha256(_canonical_json(spec).encode("utf-8")).hexdigest()
-    return f"sha256:{digest}"
-
-
-@dataclass(frozen=True, slots=True)
-class JournalOutput:
-    """One output file verified on disk.
-
-    Attributes:
-        index: Position among the job's outputs (0-based).
-        path: Where the file is.
-        size: Its size in bytes.
-        sha256: Hex digest of its content.
-    """
-
-    index: int
-    path: str
-    size: int
-    sha256: str
-
-
-@dataclass(frozen=True, slots=True)
-class JournalEntry:
-    """What the journal knows about one spec.
-
-    Attributes:
-        key: The spec's key (`spec_key`).
-        provider: The provider the spec is for.
-        spec: The spec, decoded from its stored JSON.
-        state: ``submitting``, ``submitted``, ``rejected``, ``ambiguous`` or ``done``.
-        job_id: The API's job id, once submitted.
-        kind: The provider's job kind, when it said.
-        status: pollkit's last status of the job (a `Status` value), when polled.
-        native_status: The API's own last status string.
-        error: The last error: the server's refusal of a submit, or why the job failed.
-        attempts: How many times a submit was begun.
-        created_at: When the row was first written (UTC).
-        submitted_at: When the job was created.
-        finished_at: When a terminal status was first recorded.
-        outputs: Verified files, ordered by index.
-    """
-
-    key: str
-    provider: str
-    spec: dict[str, Any]
-    state: str
-    job_id: str | None
-    kind: str | None
-    status: str | None
-    native_status: str | None
-    error: str | None
-    attempts: int
-    created_at: datetime
-    submitted_at: datetime | None
-    finished_at: datetime | None
-    outputs: tuple[JournalOutput, ...] = ()
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
@@ -244,7 +122,7 @@ def _not_empty(name: str, value: str) -> None:
         raise ConfigurationError(f"journal: {name} must be a non-empty string, got {value!r}")
 
 
-class Journal:
+class SQLiteJournal:
     """A batch's durable record, in one SQLite file (WAL mode).
 
     Every method commits before it returns, holds one internal lock (so one journal may be
@@ -372,7 +250,7 @@ class Journal:
                 self._connection.close()
                 self._connection = None
 
-    def __enter__(self) -> Journal:
+    def __enter__(self) -> SQLiteJournal:
         return self
 
     def __exit__(
@@ -384,7 +262,7 @@ class Journal:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Journal({str(self.path)!r}, durable={self.durable})"
+        return f"SQLiteJournal({str(self.path)!r}, durable={self.durable})"
 
     @contextmanager
     def _transaction(self, operation: str, *, write: bool = True) -> Iterator[sqlite3.Connection]:
@@ -473,7 +351,7 @@ class Journal:
         """
         _not_empty("key", key)
         _not_empty("provider", provider)
-        text = _canonical_json(spec)
+        text = canonical_json(spec)
         with self._transaction("begin submit") as connection:
             existing = self._load(connection, key)
             if existing is None:
@@ -486,7 +364,7 @@ class Journal:
                 entry = self._load(connection, key)
                 assert entry is not None
                 return entry
-        stored = _canonical_json(existing.spec)
+        stored = canonical_json(existing.spec)
         if stored != text or existing.provider != provider:
             raise ConfigurationError(
                 f"journal: key {key!r} was recorded for a different"

@@ -1,0 +1,7 @@
+"""The journal: a batch's durable record, behind the `Journal` protocol the scheduler speaks.
+
+`_records` holds what is recorded (entries, outputs, spec keys), `_protocol` the protocol,
+`_sqlite` the embedded backend (one file per batch directory), `_threaded` its async face with
+the priority write lane, `_lock` the one-live-run lock of an SQLite journal, and `_open` what a
+batch's ``journal=`` argument opens.
+"""

@@ -1,0 +1,147 @@
+"""What a journal records, whatever holds it: one entry per spec, one output per verified file.
+
+These are the values the `Journal` protocol speaks in; the SQLite journal stores them in one
+file, a PostgreSQL journal in tables that several runners share.
+
+The life of an entry (``state``)::
+
+    begin_submit ─▶ submitting ──record_submitted──▶ submitted ──record_done──▶ done
+                     │      │                            ▲
+  record_submit_failed      mark_ambiguous               │ record_submitted
+  (a 4xx: no job)    │      │ (outcome unknown)          │ (the job exists after all)
+                     ▼      ▼                            │
+                 rejected  ambiguous ────────────────────┘
+                     │      │
+                     └──────┴──retry_submit──▶ submitting (attempts + 1)
+
+Any other transition is a bug in the caller and raises `ConfigurationError` rather than
+silently losing a job id. The job's own status (``queued``, ``complete``…) is kept apart from
+the entry's state; a terminal status is never replaced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pollkit.errors import ConfigurationError
+
+__all__ = [
+    "STATES",
+    "JournalEntry",
+    "JournalOutput",
+    "canonical_json",
+    "default_journal_path",
+    "spec_key",
+]
+
+STATES = ("submitting", "submitted", "rejected", "ambiguous", "done")
+
+
+def default_journal_path(download_directory: str | os.PathLike[str]) -> Path:
+    """Where a batch downloading into `download_directory` keeps its journal.
+
+    Args:
+        download_directory: The batch's download directory.
+
+    Returns:
+        ``<download_directory>/.pollkit/journal.sqlite``.
+    """
+    return Path(download_directory) / ".pollkit" / "journal.sqlite"
+
+
+def canonical_json(spec: Mapping[str, Any]) -> str:
+    if not isinstance(spec, Mapping):
+        raise ConfigurationError(f"a spec must be a mapping, got {type(spec).__name__}")
+    try:
+        # allow_nan=False: NaN is not JSON, and would not survive a PostgreSQL jsonb column.
+        return json.dumps(
+            spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"spec is not JSON-serialisable: {exc}") from exc
+
+
+def spec_key(spec: Mapping[str, Any], key: str | None = None) -> str:
+    """The journal key of a spec: the user's own key, or a hash of the spec's content.
+
+    The hash is of the canonical JSON (sorted keys, no spaces, UTF-8), so the order of a
+    mapping's keys does not change it, and it is the same on every run and machine.
+
+    Args:
+        spec: The request body the job is created from.
+        key: The user's key for this spec, if they gave one; it wins over the hash.
+
+    Returns:
+        `key`, or ``"sha256:<hex digest>"``.
+
+    Raises:
+        ConfigurationError: `key` is given but empty or not a string, or the spec cannot be
+            written as JSON (an object, NaN, a non-mapping).
+    """
+    if key is not None:
+        if not isinstance(key, str) or not key.strip():
+            raise ConfigurationError(f"a spec key must be a non-empty string, got {key!r}")
+        return key
+    digest = hashlib.sha256(canonical_json(spec).encode("utf-8")).hexdigest()
+    return f"sha256:{digest}"
+
+
+@dataclass(frozen=True, slots=True)
+class JournalOutput:
+    """One output file verified on disk.
+
+    Attributes:
+        index: Position among the job's outputs (0-based).
+        path: Where the file is.
+        size: Its size in bytes.
+        sha256: Hex digest of its content.
+    """
+
+    index: int
+    path: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """What the journal knows about one spec.
+
+    Attributes:
+        key: The spec's key (`spec_key`).
+        provider: The provider the spec is for.
+        spec: The spec, decoded from its stored JSON.
+        state: ``submitting``, ``submitted``, ``rejected``, ``ambiguous`` or ``done``.
+        job_id: The API's job id, once submitted.
+        kind: The provider's job kind, when it said.
+        status: pollkit's last status of the job (a `Status` value), when polled.
+        native_status: The API's own last status string.
+        error: The last error: the server's refusal of a submit, or why the job failed.
+        attempts: How many times a submit was begun.
+        created_at: When the row was first written (UTC).
+        submitted_at: When the job was created.
+        finished_at: When a terminal status was first recorded.
+        outputs: Verified files, ordered by index.
+    """
+
+    key: str
+    provider: str
+    spec: dict[str, Any]
+    state: str
+    job_id: str | None
+    kind: str | None
+    status: str | None
+    native_status: str | None
+    error: str | None
+    attempts: int
+    created_at: datetime
+    submitted_at: datetime | None
+    finished_at: datetime | None
+    outputs: tuple[JournalOutput, ...] = ()

@@ -7,7 +7,9 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-__all__ = ["build_parser", "main"]
+from pollkit.cli._common import ExitCode
+
+__all__ = ["ExitCode", "build_parser", "main"]
 
 #: Subcommand → its module, in the order `pollkit --help` lists them. A command imports only
 #: its own module: `pollkit download` does not load the simulator, the journal or the providers.
@@ -44,5 +46,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
     return code

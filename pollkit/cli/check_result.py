@@ -5,42 +5,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import enum
 import json
-import os
 import sys
 from typing import Any
 
 from pydantic import ValidationError
 
+from pollkit.cli._common import ExitCode, exit_code_for, fail, key_from
 from pollkit.client._async import AsyncClient
 from pollkit.errors import (
-    APIError,
     ConfigurationError,
-    DownloadError,
     PollkitError,
-    PollTimeout,
-    TransportError,
 )
 from pollkit.models import Result, Status
 from pollkit.policies import Cadence, RetryPolicy
 from pollkit.providers.magichour import DEFAULT_BASE_URL, MagicHour
 
-__all__ = ["ExitCode", "register"]
-
-
-class ExitCode(enum.IntEnum):
-    """Exit statuses of `pollkit check-result` (also listed in its --help)."""
-
-    COMPLETE = 0
-    JOB_ERROR = 1
-    USAGE = 2
-    JOB_CANCELED = 3
-    TIMEOUT = 4
-    NOT_FINISHED = 5
-    API_ERROR = 6
-    NETWORK_ERROR = 7
-    DOWNLOAD_FAILED = 8
+__all__ = ["ExitCode", "register"]  # ExitCode: pollkit.cli._common's, for callers
 
 
 _EPILOG = """exit status:
@@ -157,26 +138,13 @@ async def _check(args: argparse.Namespace, api_key: str) -> Result:
         )
 
 
-def _fail(code: ExitCode, error: BaseException) -> int:
-    print(f"pollkit check-result: {error}", file=sys.stderr)
-    return int(code)
-
-
 def run(args: argparse.Namespace) -> int:
     """Run `check-result`; return its exit status."""
-    api_key = args.api_key or os.environ.get("MAGIC_HOUR_API_KEY", "")
+    api_key = key_from(args.api_key, MagicHour.ENV_API_KEY)
     try:
         result = asyncio.run(_check(args, api_key))
-    except ConfigurationError as exc:
-        return _fail(ExitCode.USAGE, exc)
-    except PollTimeout as exc:
-        return _fail(ExitCode.TIMEOUT, exc)
-    except DownloadError as exc:
-        return _fail(ExitCode.DOWNLOAD_FAILED, exc)
-    except TransportError as exc:
-        return _fail(ExitCode.NETWORK_ERROR, exc)
-    except (APIError, PollkitError) as exc:
-        return _fail(ExitCode.API_ERROR, exc)
+    except PollkitError as exc:
+        return fail("check-result", exc, exit_code_for(exc, detailed=False))
     summary = _summary(result)
     if args.json:
         print(json.dumps(summary, indent=2))

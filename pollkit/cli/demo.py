@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pollkit.cli._common import ExitCode, fail
 from pollkit.client._async import AsyncClient
 from pollkit.display._progress import TqdmProgress
 from pollkit.models import Result
@@ -156,9 +157,8 @@ def _table(rows: list[tuple[str, Result]], out: Path) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run the demo; 0 when every job ended as planned and every output was saved."""
     if args.jobs < 1 or (args.time_scale is not None and args.time_scale <= 0):
-        print("pollkit demo: --jobs must be ≥ 1 and --time-scale > 0", file=sys.stderr)
-        return 2
+        return fail("demo", "--jobs must be ≥ 1 and --time-scale > 0", ExitCode.USAGE)
     rows = asyncio.run(_demo(args))
     print(_table(rows, Path(args.out)))
     # Failed and canceled jobs are part of the show; a batch that gave up on a job is not.
-    return 1 if any(r.error is not None for _, r in rows) else 0
+    return ExitCode.JOB_ERROR if any(r.error is not None for _, r in rows) else ExitCode.OK

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from pollkit.cli._common import ExitCode, fail
 from pollkit.display._progress import NullProgress, ProgressSink, TqdmProgress
 from pollkit.download._downloader import Downloader, SavedFile, fetch_urls
 from pollkit.errors import ConfigurationError, PollkitError
@@ -142,8 +143,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             sink.close()
     except ConfigurationError as exc:
-        print(f"pollkit download: {exc}", file=sys.stderr)
-        return 2
+        return fail("download", exc, ExitCode.USAGE)
     failed = 0
     for url, outcome in zip(urls, outcomes, strict=True):
         if isinstance(outcome, SavedFile):
@@ -153,4 +153,4 @@ def run(args: argparse.Namespace) -> int:
             print(f"pollkit download: failed {redact_url(url)}: {outcome}", file=sys.stderr)
     if failed:
         print(f"pollkit download: {failed} of {len(urls)} files failed", file=sys.stderr)
-    return 1 if failed else 0
+    return ExitCode.JOB_ERROR if failed else ExitCode.OK

@@ -8,48 +8,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import enum
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from pollkit.cli._common import ExitCode, exit_code_for, fail, key_from
 from pollkit.client._pixy import PixyClient
 from pollkit.errors import (
-    APIError,
-    AuthenticationError,
     ConfigurationError,
-    DownloadError,
-    NotFound,
     PollkitError,
-    PollTimeout,
-    TransportError,
-    UnsupportedOperation,
 )
 from pollkit.models import JobState, Result, Status
 from pollkit.policies import Cadence, RetryPolicy
-from pollkit.providers.pixy import DEFAULT_BASE_URL, KINDS, Pixy
+from pollkit.providers.pixy import KINDS, Pixy
 
-__all__ = ["ExitCode", "register"]
-
-
-class ExitCode(enum.IntEnum):
-    """Exit statuses of `pollkit pixy` (also listed in its --help)."""
-
-    OK = 0
-    JOB_ERROR = 1
-    USAGE = 2
-    JOB_CANCELED = 3
-    TIMEOUT = 4
-    API_ERROR = 6
-    NETWORK_ERROR = 7
-    DOWNLOAD_FAILED = 8
-    AUTH_FAILED = 9
-    NOT_FOUND = 10
-    UNSUPPORTED = 11
+__all__ = ["ExitCode", "register"]  # ExitCode: pollkit.cli._common's, for callers
 
 
 _EPILOG = """exit status:
@@ -222,10 +198,9 @@ def _policies(args: argparse.Namespace) -> tuple[Cadence, RetryPolicy]:
 
 
 def _provider(args: argparse.Namespace) -> Pixy:
-    key = args.api_key or os.environ.get("PIXY_API_KEY", "")
-    base = args.base_url or os.environ.get("PIXY_BASE_URL") or DEFAULT_BASE_URL
-    sso = args.sso_url or os.environ.get("PIXY_SSO_URL") or None
-    return Pixy(api_key=key, base_url=base, sso_url=sso)
+    # The provider reads $PIXY_BASE_URL and $PIXY_SSO_URL for what was not given.
+    key = key_from(args.api_key, Pixy.ENV_API_KEY)
+    return Pixy(api_key=key, base_url=args.base_url or None, sso_url=args.sso_url or None)
 
 
 # -- actions -----------------------------------------------------------------------------------
@@ -291,29 +266,11 @@ async def _act(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         return _state_json(state), ExitCode.OK
 
 
-def _code_of(error: PollkitError) -> ExitCode:
-    if isinstance(error, UnsupportedOperation):
-        return ExitCode.UNSUPPORTED
-    for kind, code in (
-        (ConfigurationError, ExitCode.USAGE),
-        (PollTimeout, ExitCode.TIMEOUT),
-        (DownloadError, ExitCode.DOWNLOAD_FAILED),
-        (TransportError, ExitCode.NETWORK_ERROR),
-        (AuthenticationError, ExitCode.AUTH_FAILED),
-        (NotFound, ExitCode.NOT_FOUND),
-        (APIError, ExitCode.API_ERROR),
-    ):
-        if isinstance(error, kind):
-            return code
-    return ExitCode.API_ERROR
-
-
 def run(args: argparse.Namespace) -> int:
     """Run one `pollkit pixy` action; return its exit status (see the epilog)."""
     try:
         out, code = asyncio.run(_act(args))
     except PollkitError as exc:
-        print(f"pollkit pixy {args.pixy_action}: {exc}", file=sys.stderr)
-        return int(_code_of(exc))
+        return fail(f"pixy {args.pixy_action}", exc, exit_code_for(exc))
     print(json.dumps(out, indent=2))
     return int(code)

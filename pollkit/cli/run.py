@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shlex
 import sys
 from collections import Counter
@@ -13,6 +12,7 @@ from typing import Any
 
 from pollkit.batch._jsonl import read_batch
 from pollkit.batch._scheduler import BatchItem
+from pollkit.cli._common import ExitCode, fail, key_from
 from pollkit.client._async import AsyncClient
 from pollkit.errors import (
     AmbiguousSubmit,
@@ -183,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     """Run `run`; see the epilog for the exit status."""
     kind = PROVIDERS[args.provider]
     args.given_api_key = args.api_key is not None
-    api_key = args.api_key or os.environ.get(kind.ENV_API_KEY, "")
+    api_key = key_from(args.api_key, kind.ENV_API_KEY)
     results: list[Result] = []
     items: list[BatchItem] = []
     try:
@@ -195,18 +195,12 @@ def run(args: argparse.Namespace) -> int:
         provider = kind(api_key=api_key, base_url=args.base_url)
         asyncio.run(_run(args, provider, items, results))
     except OSError as exc:
-        print(f"pollkit run: {args.batch}: {exc.strerror}", file=sys.stderr)
-        return 2
+        return fail("run", f"{args.batch}: {exc.strerror}", ExitCode.USAGE)
     except ConfigurationError as exc:
-        print(f"pollkit run: {exc}", file=sys.stderr)
-        return 2
+        return fail("run", exc, ExitCode.USAGE)
     except JournalBusy as exc:
-        print(
-            f"pollkit run: {exc}; nothing was sent. Wait for it to finish (or stop it), then"
-            " run this command again",
-            file=sys.stderr,
-        )
-        return 75
+        message = f"{exc}; nothing was sent. Wait for it to finish (or stop it), then run this"
+        return fail("run", f"{message} command again", ExitCode.JOURNAL_BUSY)
     except KeyboardInterrupt:
         print(f"pollkit run: interrupted\n{_summary(results, len(items))}", file=sys.stderr)
         _, resubmit = _undone(results, len(items))
@@ -214,19 +208,17 @@ def run(args: argparse.Namespace) -> int:
             f"run the same command again to resume: {_finish_command(args, resubmit=resubmit)}",
             file=sys.stderr,
         )
-        return 130
+        return ExitCode.INTERRUPTED
     except AuthenticationError as exc:
-        print(f"pollkit run: {exc}", file=sys.stderr)
-        print(
-            f"with the right key, finish the batch with: {_finish_command(args, resubmit=False)}",
-            file=sys.stderr,
+        finish = _finish_command(args, resubmit=False)
+        return fail(
+            "run", f"{exc}\nwith the right key, finish the batch with: {finish}", ExitCode.API_ERROR
         )
-        return 6
     except PollkitError as exc:
-        print(f"pollkit run: {exc}", file=sys.stderr)
-        return 1
+        return fail("run", exc, ExitCode.JOB_ERROR)
     print(_summary(results, len(items)))
     left, resubmit = _undone(results, len(items))
     if left:
         print(f"to finish the batch: {_finish_command(args, resubmit=resubmit)}")
-    return 0 if all(r.ok for r in results) and len(results) == len(items) else 1
+    done = all(r.ok for r in results) and len(results) == len(items)
+    return ExitCode.OK if done else ExitCode.JOB_ERROR

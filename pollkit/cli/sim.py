@@ -6,8 +6,9 @@ import argparse
 import asyncio
 import contextlib
 import signal
-import sys
 from typing import Any
+
+from pollkit.cli._common import ExitCode, fail
 
 __all__ = ["register", "run"]
 
@@ -43,8 +44,7 @@ async def _serve(args: argparse.Namespace) -> int:
 
     if args.scenario not in SCENARIOS:
         known = ", ".join(sorted(SCENARIOS))
-        print(f"pollkit sim: unknown scenario {args.scenario!r} (known: {known})", file=sys.stderr)
-        return 2
+        return fail("sim", f"unknown scenario {args.scenario!r} (known: {known})", ExitCode.USAGE)
     changes: dict[str, Any] = {}
     if args.seed is not None:
         changes["seed"] = args.seed
@@ -53,8 +53,7 @@ async def _serve(args: argparse.Namespace) -> int:
     try:
         scenario = SCENARIOS[args.scenario].replace(**changes)
     except ValueError as exc:
-        print(f"pollkit sim: {exc}", file=sys.stderr)
-        return 2
+        return fail("sim", exc, ExitCode.USAGE)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     handled: list[signal.Signals] = []
@@ -70,12 +69,12 @@ async def _serve(args: argparse.Namespace) -> int:
                 print(f"pollkit sim: {dialect} at {url}", flush=True)
             await stop.wait()
     except OSError as exc:
-        print(f"pollkit sim: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 1
+        where = f"cannot listen on {args.host}:{args.port}: {exc}"
+        return fail("sim", where, ExitCode.JOB_ERROR)
     finally:
         for signum in handled:
             loop.remove_signal_handler(signum)
-    return 0
+    return ExitCode.OK
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,4 +82,4 @@ def run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_serve(args))
     except KeyboardInterrupt:
-        return 0
+        return ExitCode.OK

@@ -10,13 +10,13 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from pollkit import __version__
+from pollkit.cli._common import ExitCode, key_from
 from pollkit.client._pixyz import PixyzClient
 from pollkit.display._progress import NullProgress, TqdmProgress
 from pollkit.errors import ConfigurationError, InvalidRequest, NotReady, PollkitError, PollTimeout
@@ -57,9 +57,11 @@ def _dump(payload: Any) -> str:
 
 
 def _token(args: argparse.Namespace) -> str:
-    token = getattr(args, "token", None) or os.environ.get("PIXYZ_API_KEY", "")
+    token = key_from(getattr(args, "token", None), Pixyz.ENV_API_KEY)
     if not token.strip():
-        raise _Failure("a token is required: -t TOKEN or $PIXYZ_API_KEY", code=2)
+        raise _Failure(
+            f"a token is required: -t TOKEN or ${Pixyz.ENV_API_KEY}", code=ExitCode.USAGE
+        )
     return str(token)
 
 

@@ -84,6 +84,8 @@ class Request:
     params: Mapping[str, str] | None = None
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     form: tuple[FormPart, ...] | None = None
+    #: The jobs a list request is sent to read (batch polling), for the parser of its reply.
+    job_ids: frozenset[str] = frozenset()
 
     @property
     def upload_bytes(self) -> int:
@@ -340,7 +342,12 @@ class Provider(ABC):
             raise ConfigurationError(f"{self.name}: base_url must be http(s)://…, got {base_url!r}")
         twin = copy.copy(self)
         twin.base_url = base_url.rstrip("/")
+        twin._forget()
         return twin
+
+    def _forget(self) -> None:  # noqa: B027 - a hook: most providers learn nothing to drop
+        """Drop what this instance learned of its server's jobs, so that a `with_base_url`
+        copy, which talks to another server, shares none of it (default: nothing learned)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"

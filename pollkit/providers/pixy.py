@@ -413,6 +413,9 @@ class Pixy(Provider):
                 )
         return states
 
+    def _forget(self) -> None:
+        self._tracked = {}
+
     def _track(self, uid: str, kind: str | None, item: Mapping[str, Any]) -> None:
         created = _naive_utc(item.get("created_at"))
         if kind is not None and created is not None:

@@ -24,7 +24,6 @@ import json
 import math
 import os
 import re
-from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -60,8 +59,6 @@ _UUID = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
 )
 _SPEC_KEYS = frozenset({"process", "file", "script", "params", "name", "config"})
-# Requests of batch polls in flight, so a reply is read only for the jobs it was asked about.
-_BATCHES_KEPT = 256
 _METRIC = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)(?:\s+\S+)?$")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
@@ -192,7 +189,6 @@ class Pixyz(Provider):
         self.base_url = base_url.rstrip("/")
         self.outputs = outputs
         self.poll_details = poll_details
-        self._batches: OrderedDict[int, tuple[Request, frozenset[str]]] = OrderedDict()
 
     @property
     def secrets(self) -> Sequence[str]:
@@ -269,11 +265,7 @@ class Pixyz(Provider):
 
     def batch_status_request(self, job_ids: Sequence[str]) -> Request:
         """``GET /jobs``: every job the backend knows, in one reply."""
-        request = self._request("GET", "/jobs", "list jobs")
-        self._batches[id(request)] = (request, frozenset(job_ids))
-        while len(self._batches) > _BATCHES_KEPT:
-            self._batches.popitem(last=False)
-        return request
+        return self._request("GET", "/jobs", "list jobs", job_ids=frozenset(job_ids))
 
     def jobs_request(self) -> Request:
         """``GET /jobs`` (see `parse_jobs`)."""
@@ -517,7 +509,7 @@ class Pixyz(Provider):
     ) -> dict[str, JobState]:
         """The asked-for jobs among ``GET /jobs``; one not listed (queued: the backend has no
         record yet) reads ``PENDING``, as ``GET /jobs/{uuid}`` would say."""
-        asked = self._batches.pop(id(response.request), (response.request, frozenset()))[1]
+        asked = response.request.job_ids
         listed = {str(j.get("uuid")): j for j in self.parse_jobs(response)}
         states = {}
         for job_id in asked:

@@ -444,3 +444,19 @@ async def test_client_verifies_then_generates_and_maps_error_envelopes() -> None
     assert post_calls[0].kwargs["headers"]["x-api-key"] == KEY
     assert post_calls[0].kwargs["json"]["context"] == [{}]
     assert KEY not in str(missing.value)
+
+
+def test_a_copy_for_another_server_shares_none_of_what_was_learned() -> None:
+    provider = Pixy(api_key=KEY, base_url=BASE)
+    submitted(provider, UID, "2025-05-10T08:00:00.500000")
+    elsewhere = provider.with_base_url("https://eu.pixy.test")
+    # The copy knows no job of the first server: its list request is the plain first page,
+    # and a job it learns of is not seen by the original.
+    assert elsewhere.batch_status_request([UID]).params == {"offset": "0", "limit": "100"}
+    submitted(elsewhere, OTHER, "2025-05-10T09:00:00", "https://eu.pixy.test/api/v1/images/")
+    window = provider.batch_status_request([UID, OTHER]).params
+    assert window is not None
+    assert (window["created_at_from"], window["created_at_to"]) == (
+        "2025-05-10T08:00:00.500000",
+        "2025-05-10T08:00:00.500000",
+    )

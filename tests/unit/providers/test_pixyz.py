@@ -315,3 +315,12 @@ def test_parse_submission_needs_a_uuid() -> None:
     with pytest.raises(ProtocolError, match="no job uuid"):
         px.parse_submission(reply({"uuid": "x"}, request), NOW)
     assert isinstance(px.parse_state(job_reply("SENT"), NOW, None), JobState)
+
+
+def test_a_batch_request_carries_the_jobs_it_reads_not_the_provider() -> None:
+    queued = "00000000-0000-4000-8000-00000000beef"
+    request = px.batch_status_request([JOB, queued])
+    assert request.job_ids == frozenset({JOB, queued})
+    # Another provider object parses the reply the same way: nothing was kept aside.
+    twin = px.with_base_url("https://other.pixyz.test")
+    assert set(twin.parse_batch_states(reply({"jobs": []}, request), NOW, {})) == {JOB, queued}

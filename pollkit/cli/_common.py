@@ -7,9 +7,14 @@ mirrors.)
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
 import os
+import signal
 import sys
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from pollkit.errors import (
     APIError,
@@ -22,7 +27,9 @@ from pollkit.errors import (
     UnsupportedOperation,
 )
 
-__all__ = ["ExitCode", "exit_code_for", "fail", "key_from"]
+__all__ = ["ExitCode", "exit_code_for", "fail", "key_from", "run_until_interrupted"]
+
+_T = TypeVar("_T")
 
 
 class ExitCode(enum.IntEnum):
@@ -83,3 +90,44 @@ def fail(command: str, error: BaseException | str, code: ExitCode) -> int:
     """Print ``pollkit <command>: <error>`` on stderr; return `code` for the command to exit."""
     print(f"pollkit {command}: {error}", file=sys.stderr)
     return int(code)
+
+
+def run_until_interrupted(coro: Coroutine[Any, Any, _T]) -> _T:
+    """``asyncio.run(coro)``, where Ctrl-C cancels `coro` and lets it clean up on every Python.
+
+    From 3.11 `asyncio.run` does this itself; 3.10's raises KeyboardInterrupt wherever the loop
+    happens to be and then cancels every task at once, the ones a batch shields to let its
+    submits on the wire finish included. Here SIGINT cancels only the main task, which stops
+    the batch as it would stop on any error, and KeyboardInterrupt is raised once it has.
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C came (after `coro` finished cleaning up).
+    """
+
+    async def main() -> _T:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        interrupted = False
+
+        def interrupt() -> None:
+            nonlocal interrupted
+            interrupted = True
+            task.cancel()
+
+        handled = False
+        # Not on Windows event loops: there Ctrl-C stays a KeyboardInterrupt, as it was.
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGINT, interrupt)
+            handled = True
+        try:
+            return await coro
+        except asyncio.CancelledError:
+            if interrupted:
+                raise KeyboardInterrupt from None
+            raise
+        finally:
+            if handled:
+                loop.remove_signal_handler(signal.SIGINT)
+
+    return asyncio.run(main())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import shlex
 import sys
 from collections import Counter
@@ -12,7 +11,7 @@ from typing import Any
 
 from pollkit.batch._jsonl import read_batch
 from pollkit.batch._scheduler import BatchItem
-from pollkit.cli._common import ExitCode, fail, key_from
+from pollkit.cli._common import ExitCode, fail, key_from, run_until_interrupted
 from pollkit.client._async import AsyncClient
 from pollkit.errors import (
     AmbiguousSubmit,
@@ -193,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
         if not api_key:
             raise ConfigurationError(f"no API key: --api-key or ${kind.ENV_API_KEY}")
         provider = kind(api_key=api_key, base_url=args.base_url)
-        asyncio.run(_run(args, provider, items, results))
+        run_until_interrupted(_run(args, provider, items, results))
     except OSError as exc:
         return fail("run", f"{args.batch}: {exc.strerror}", ExitCode.USAGE)
     except ConfigurationError as exc:

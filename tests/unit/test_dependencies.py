@@ -80,9 +80,29 @@ def _extra_of(module: str) -> str | None:
     return None
 
 
+def _packages_distributions() -> dict[str, list[str]]:
+    """Top-level import name → the distributions that provide it.
+
+    `importlib.metadata.packages_distributions` reads only ``top_level.txt`` before Python 3.11,
+    and wheels built by modern backends (pydantic's, backoff's) have none; so, like 3.11's, this
+    also infers the names from each distribution's files.
+    """
+    owners: dict[str, list[str]] = {}
+    for dist in importlib.metadata.distributions():
+        names = (dist.read_text("top_level.txt") or "").split()
+        if not names:
+            names = sorted(
+                {f.parts[0] if len(f.parts) > 1 else f.with_suffix("").name
+                 for f in dist.files or () if f.suffix == ".py"}
+            )  # fmt: skip
+        for name in names:
+            owners.setdefault(name, []).append(dist.metadata["Name"])
+    return owners
+
+
 def _imported_distributions() -> tuple[set[str], dict[str, set[str]]]:
     """Distributions imported outside optional modules, and those imported per extra."""
-    owners = importlib.metadata.packages_distributions()
+    owners = _packages_distributions()
     runtime: set[str] = set()
     extras: dict[str, set[str]] = {}
     unresolved: list[str] = []

@@ -16,7 +16,8 @@ from pollkit.display._progress import NullProgress, ProgressSink, TqdmProgress
 from pollkit.download._downloader import Downloader, SavedFile, fetch_urls
 from pollkit.errors import ConfigurationError, PollkitError
 from pollkit.policies import DownloadPolicy, RetryPolicy
-from pollkit.transport._http import Transport, redact_url
+from pollkit.transport._errors import redact_url
+from pollkit.transport._http import Transport
 
 __all__ = ["parse_rate", "read_url_list", "register"]
 

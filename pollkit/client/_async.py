@@ -23,7 +23,8 @@ from pollkit.models import Event, JobState, Output, Result, Status
 from pollkit.policies import Cadence, DownloadPolicy, RetryPolicy, SubmitPolicy
 from pollkit.providers.base import Provider, Request, Response, Submission
 from pollkit.push._hub import Notifications, PushSource
-from pollkit.transport._http import Body, Transport, UploadProgress
+from pollkit.transport._body import Body
+from pollkit.transport._http import Transport, UploadProgress
 
 if TYPE_CHECKING:  # only a parameter's type: the transport owns every aiohttp call
     import aiohttp

@@ -20,7 +20,8 @@ from pollkit.errors import ConfigurationError, PollkitError, TransportError
 from pollkit.models import JobState, Status
 from pollkit.policies import RetryPolicy
 from pollkit.providers.flux0 import Flux0, RunTracker
-from pollkit.transport._http import Body, redact_url
+from pollkit.transport._body import Body
+from pollkit.transport._errors import redact_url
 
 __all__ = ["stream_run"]
 

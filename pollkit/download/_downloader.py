@@ -52,7 +52,9 @@ from pollkit.errors import (
 from pollkit.models import JobState, Output
 from pollkit.policies import DownloadPolicy, RetryPolicy
 from pollkit.providers.base import Request, Response
-from pollkit.transport._http import Body, Transport, error_for_status, redact_url
+from pollkit.transport._body import Body
+from pollkit.transport._errors import error_for_status, redact_url
+from pollkit.transport._http import Transport
 
 __all__ = ["Downloader", "Refresh", "SavedFile", "fetch_urls", "names_for_urls"]
 

@@ -28,7 +28,9 @@ from pollkit.errors import ConfigurationError, PollkitError, TransportError
 from pollkit.policies import RetryPolicy
 from pollkit.providers.base import Notification, Request
 from pollkit.push._hub import Notifications
-from pollkit.transport._http import Body, Transport, redact_url
+from pollkit.transport._body import Body
+from pollkit.transport._errors import redact_url
+from pollkit.transport._http import Transport
 
 __all__ = ["StatusStream"]
 

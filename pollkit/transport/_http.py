@@ -2,57 +2,40 @@
 
 It owns the `aiohttp.ClientSession` (or borrows the user's), applies timeouts, retries transient
 failures with `backoff` under a `RetryPolicy`, maps every aiohttp and socket error to a pollkit
-error, and logs each exchange at debug level with secrets redacted.
+error (`_errors`), and logs each exchange at debug level with secrets redacted. What a reply's
+body does once open is `_body.Body`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
 import io
 import logging
 import math
 import re
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import backoff
 
 from pollkit import __version__
-from pollkit.core.retry import is_retryable, parse_retry_after, retry_delays
+from pollkit.core.retry import is_retryable, retry_delays
 from pollkit.errors import (
-    APIError,
-    AuthenticationError,
     ConfigurationError,
-    ConnectError,
-    InvalidRequest,
-    NotFound,
-    NotReady,
     PollkitError,
     ProtocolError,
-    RateLimited,
-    ReadTimeout,
-    ServerError,
-    TransportError,
 )
 from pollkit.policies import RetryPolicy
 from pollkit.providers.base import Request, Response
-from pollkit.transport import _bodysink as bodysink
+from pollkit.transport._body import Body
 from pollkit.transport._debug import debug_requested, enable_debug_logging
+from pollkit.transport._errors import error_for_status, redact_url, transport_error
 
-__all__ = [
-    "Body",
-    "Transport",
-    "UploadProgress",
-    "error_for_status",
-    "redact_url",
-    "transport_error",
-]
+__all__ = ["Transport", "UploadProgress"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -66,140 +49,7 @@ USER_AGENT = f"pollkit/{__version__}"
 READ_BUFSIZE = 1 << 20
 
 
-def redact_url(url: str) -> str:
-    """The URL without its query string and credentials: signed URLs carry secrets there."""
-    parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-# Failures that happen before a request is written: the connection was never made, so the
-# server cannot have seen it (a submit that meets one may be sent again). A DNS or TLS failure
-# is a ClientConnectorError; a connect timeout (`sock_connect`) is ConnectionTimeoutError.
-_NEVER_SENT = (
-    aiohttp.ClientConnectorError,
-    aiohttp.ServerFingerprintMismatch,
-    aiohttp.ConnectionTimeoutError,
-)
-
-
-def transport_error(
-    exc: BaseException, *, operation: str, job_id: str | None, url: str
-) -> PollkitError:
-    """The pollkit error for an aiohttp or socket failure (raise it ``from exc``).
-
-    Its `TransportError.sent` is False only when aiohttp failed before the connection existed.
-    """
-    where = redact_url(url)
-    sent = not isinstance(exc, _NEVER_SENT)
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return ReadTimeout(
-            f"connect timed out ({where})", operation=operation, job_id=job_id, sent=False
-        )
-    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
-        return ReadTimeout(f"timed out ({where})", operation=operation, job_id=job_id)
-    if isinstance(exc, aiohttp.InvalidURL):
-        return ConfigurationError(f"{operation}: invalid URL {where!r}")
-    if isinstance(exc, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError)):
-        reason = type(exc).__name__
-        return ConnectError(
-            f"connection failed: {reason} ({where})", operation=operation, job_id=job_id, sent=sent
-        )
-    return TransportError(
-        f"{type(exc).__name__} ({where})", operation=operation, job_id=job_id, sent=sent
-    )
-
-
-_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
-_HIDDEN = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
-_TAG = re.compile(r"<[^>]*>")
-# What HTTP forbids in a header value (a tab is allowed).
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-
-
-def _page_text(page: str) -> str | None:
-    """The gist of an HTML error page (a proxy's 502, a login wall): its title, else its first
-    line of text. Its first raw line says nothing (``<html>``)."""
-    # Its head is enough, and the cap bounds the regexes (quadratic on unclosed tags).
-    page = page[:4096]
-    title = _TITLE.search(page)
-    lines = [title.group(1)] if title else []
-    lines += _TAG.sub("\n", _HIDDEN.sub("", page)).splitlines()
-    for line in lines:
-        text = " ".join(html.unescape(line).split())
-        if text:
-            return text[:200]
-    return None
-
-
-def _server_message(body: Any) -> tuple[str | None, list[Any]]:
-    """The server's message and field details, from the common error envelopes.
-
-    Handles ``{"message": ...}`` (Magic Hour, Pixy), ``{"detail": "..."}`` and
-    ``{"detail": [...]}`` (FastAPI), and ``{"detail": {"message", "details"}}`` (PiXYZ).
-    """
-    if isinstance(body, str):
-        if body.lstrip().startswith("<"):
-            page = _page_text(body)
-            return (f"{page} (an HTML page, not the API's reply)" if page else None), []
-        text = body.strip().splitlines()[0] if body.strip() else None
-        return (text[:200] if text else None), []
-    if not isinstance(body, Mapping):
-        return None, []
-    detail = body.get("detail")
-    if isinstance(detail, list):
-        msgs = [str(d.get("msg", d)) if isinstance(d, Mapping) else str(d) for d in detail]
-        return "; ".join(msgs) or None, list(detail)
-    if isinstance(detail, Mapping):
-        parts = [str(detail[k]) for k in ("message", "details") if detail.get(k)]
-        return ": ".join(parts) or None, []
-    message = body.get("message")
-    if isinstance(message, str):
-        return message, list(body.get("errors") or [])
-    if isinstance(detail, str):
-        return detail, []
-    return None, []
-
-
-def error_for_status(response: Response, secrets: Iterable[str] = ()) -> APIError | None:
-    """The error a reply stands for, or None for 1xx–3xx."""
-    status = response.status
-    if status < 400:
-        return None
-    try:
-        body: Any = response.json()
-    except PollkitError:
-        body = response.body.decode("utf-8", "replace")
-    message, details = _server_message(body)
-    if message:
-        for secret in secrets:
-            if secret:
-                message = message.replace(secret, "[redacted]")
-    kwargs: dict[str, Any] = {
-        "status_code": status,
-        "server_message": message,
-        "body": body,
-        "headers": response.headers,
-        "operation": response.request.operation,
-        "job_id": response.request.job_id,
-    }
-    if status in (401, 403):
-        return AuthenticationError(**kwargs)
-    if status == 404:
-        return NotFound(**kwargs)
-    if status in (400, 422):
-        return InvalidRequest(details=details, **kwargs)
-    if status == 425:
-        return NotReady(**kwargs)
-    if status == 429:
-        return RateLimited(
-            retry_after=parse_retry_after(response.headers.get("Retry-After")), **kwargs
-        )
-    if status >= 500:
-        return ServerError(**kwargs)
-    return APIError(**kwargs)
 
 
 class _CountingReader(io.BufferedReader):
@@ -243,116 +93,6 @@ def _form_data(request: Request, on_upload: UploadProgress | None) -> Iterator[a
     finally:
         for reader in files:
             reader.close()
-
-
-class Body:
-    """An open response whose body is still to be read: the only view of an aiohttp response
-    outside this module. Reading it raises pollkit's errors, never aiohttp's.
-
-    Args:
-        raw: The aiohttp response.
-        operation: What the request was for, in messages.
-        job_id: The job, in messages.
-    """
-
-    __slots__ = ("_job_id", "_operation", "_raw")
-
-    def __init__(self, raw: aiohttp.ClientResponse, *, operation: str, job_id: str | None) -> None:
-        self._raw = raw
-        self._operation = operation
-        self._job_id = job_id
-
-    @property
-    def status(self) -> int:
-        """The HTTP status."""
-        return self._raw.status
-
-    @property
-    def headers(self) -> Mapping[str, str]:
-        """The response headers (case-insensitive)."""
-        return self._raw.headers
-
-    @property
-    def content_length(self) -> int | None:
-        """The body's length in this reply, when the server said."""
-        return self._raw.content_length
-
-    @property
-    def url(self) -> str:
-        """The URL that answered (after redirects)."""
-        return str(self._raw.url)
-
-    def _error(self, exc: BaseException) -> PollkitError:
-        return transport_error(exc, operation=self._operation, job_id=self._job_id, url=self.url)
-
-    async def read(self) -> bytes:
-        """The whole (rest of the) body.
-
-        Raises:
-            TransportError: The connection broke or stalled.
-        """
-        try:
-            return await self._raw.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise self._error(exc) from exc
-
-    async def iter_chunks(self) -> AsyncIterator[bytes]:
-        """The body's bytes as they arrive.
-
-        Raises:
-            TransportError: The connection broke or stalled.
-        """
-        try:
-            async for chunk in self._raw.content.iter_any():
-                yield chunk
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise self._error(exc) from exc
-
-    async def read_piece(self) -> tuple[bytes, bool]:
-        """The next piece of the body as received, and whether it ends an HTTP chunk (``b""``
-        with False: the end of the body).
-
-        Raises:
-            TransportError: The connection broke or stalled.
-        """
-        try:
-            return await self._raw.content.readchunk()
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise self._error(exc) from exc
-
-    def can_take_over(self) -> bool:
-        """Whether `receive_into` can take the rest of the body off the socket."""
-        return bodysink.can_take_over(self._raw)
-
-    async def receive_into(
-        self,
-        stages: Sequence[bodysink.Stage],
-        *,
-        on_written: Callable[[int], None],
-        stall_timeout: float,
-        buffer_size: int,
-    ) -> None:
-        """Receive the rest of the body straight into reusable buffers passed through
-        `stages` (see `pollkit.transport._bodysink`), then close the connection.
-
-        Raises:
-            Exception: Whatever a stage raised.
-            TransportError: The connection broke or stalled.
-        """
-        try:
-            await bodysink.receive(
-                self._raw,
-                stages,
-                on_written=on_written,
-                stall_timeout=stall_timeout,
-                buffer_size=buffer_size,
-            )
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise self._error(exc) from exc
-
-    def close(self) -> None:
-        """Close the connection (what was not read is dropped)."""
-        self._raw.close()
 
 
 class _SessionBox:

@@ -23,7 +23,7 @@ from pollkit.client._pixyz import PixyzClient
 from pollkit.models import JobState
 from pollkit.providers.base import Request, Response
 from pollkit.providers.pixyz import Pixyz, parse_metrics
-from pollkit.transport._http import error_for_status
+from pollkit.transport._errors import error_for_status
 from tests.fakenet import aioresponses
 
 KEY = "pixyz_secret_key_123"

@@ -24,7 +24,7 @@ from pollkit import (
     ServerError,
     TransportError,
 )
-from pollkit.transport._http import transport_error
+from pollkit.transport._errors import transport_error
 from tests.fakenet import aioresponses
 
 KEY = "mhk_live_do_not_leak"

@@ -4,8 +4,11 @@ memory filesystem and ``file://``, fed by the simulator over real sockets."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import posixpath
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,8 +26,9 @@ from moto.server import ThreadedMotoServer
 from pollkit import AsyncClient, Cadence, DownloadPolicy, MagicHour, StorageError
 from pollkit.batch.journal._records import default_journal_path
 from pollkit.batch.journal._sqlite import SQLiteJournal
+from pollkit.cli import main
 from pollkit.models import Output
-from pollkit.sim import Scenario, Simulator
+from pollkit.sim import Scenario, Simulator, ThreadedSimulator
 from tests.helpers import FAST_RETRY, FROZEN, IMAGE_SPEC, RecordingSink, job_stats
 
 FAST = Scenario(
@@ -173,11 +177,13 @@ async def test_an_object_with_other_bytes_follows_the_existing_policy(
     assert first.destination == f"{root}/{delivered_as}"
     assert (fs.cat_file(f"{root}/x.png") == b"older bytes") is old_kept
     if existing == "skip":
-        assert first.reused and first.sha256 == sha(b"older bytes")
+        assert first.reused
+        assert first.sha256 == sha(b"older bytes")
     else:
         assert not first.reused
         assert first.sha256 == served == sha(fs.cat_file(f"{root}/{delivered_as}"))
-    assert second.reused and second.sha256 == first.sha256
+    assert second.reused
+    assert second.sha256 == first.sha256
     assert second.destination == (f"{root}/x.png" if existing != "rename" else first.destination)
     names = sorted(posixpath.basename(p) for p in fs.ls(root, detail=False))
     assert names == sorted({"x.png", delivered_as})
@@ -194,18 +200,21 @@ async def test_a_missing_bucket_is_a_storage_error_naming_the_url_and_the_job_st
         assert isinstance(failed.error, StorageError)
         message = str(failed.error)
         assert f"{url}/{failed.job_id}-0.png" in message
-        assert SECRET not in message and SECRET not in repr(download)
+        assert SECRET not in message
+        assert SECRET not in repr(download)
         spool = next((tmp_path / "spool").iterdir())
         with SQLiteJournal(default_journal_path(spool)) as journal:
             (entry,) = journal.entries()
-        assert entry.state != "done" and entry.outputs == ()
+        assert entry.state != "done"
+        assert entry.outputs == ()
         # The verified bytes wait in the spool: once the bucket exists, a rerun delivers them
         # without a new submit, keeping the spooled file instead of writing it again.
         (spooled,) = [p for p in spool.iterdir() if p.suffix == ".png"]
         s3.create_bucket(Bucket=name)
         with caplog.at_level(logging.DEBUG, logger="pollkit.download"):
             (done,) = [r async for r in client.run([image(0)], download_directory=url)]
-    assert done.ok and done.job_id == failed.job_id
+    assert done.ok
+    assert done.job_id == failed.job_id
     assert len(sim.stats()["jobs"]) == 1
     assert f"{spooled} is already complete" in caplog.messages
     ((key, data),) = bucket_objects(s3, name).items()
@@ -250,3 +259,52 @@ async def test_a_failed_multipart_upload_is_aborted(
     head = s3.head_object(Bucket=bucket, Key="big (1).bin")
     assert head["ContentLength"] == size == saved.size
     assert s3.get_object(Bucket=bucket, Key="big.bin")["Body"].read() == b"someone else's"
+
+
+def test_pollkit_run_to_s3_with_the_stores_own_configuration(
+    s3: Any,
+    s3_endpoint: str,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The CLI has no storage flags: s3fs (botocore) reads the AWS_* variables itself."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "dummy",
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    batch = tmp_path / "jobs.jsonl"
+    batch.write_text("".join(json.dumps({"spec": image(i)}) + "\n" for i in range(6)))
+    url = f"s3://{bucket}/cli/"
+    with ThreadedSimulator(FAST) as sim:
+        argv = ["run", str(batch), "--base-url", sim.url, "--api-key", sim.api_key]
+        assert main([*argv, "--download-dir", url, "--no-progress"]) == 0
+        served = {o["sha256"] for j in sim.stats()["jobs"] for o in j["outputs"]}
+    out = capsys.readouterr().out
+    assert f"6 of 6 jobs finished: 6 complete; {len(served)} files" in out
+    assert SECRET not in out
+    assert {sha(v) for v in bucket_objects(s3, bucket).values()} == served
+    # The default journal is in the spool under $XDG_CACHE_HOME, not in the bucket.
+    (journal,) = (tmp_path / "cache" / "pollkit" / "spool").glob("*/.pollkit/journal.sqlite")
+    assert all(k.startswith("cli/") for k in bucket_objects(s3, bucket))
+    assert journal.stat().st_size > 0
+
+
+def test_local_downloads_never_import_fsspec(tmp_path: Path) -> None:
+    probe = f"""
+import sys
+from pollkit import Client, MagicHour
+from pollkit.sim import ThreadedSimulator
+with ThreadedSimulator("fast") as sim:
+    with Client(MagicHour(api_key=sim.api_key, base_url=sim.url)) as client:
+        job = client.submit({IMAGE_SPEC!r})
+        result = client.check_result(job.job_id, download_directory={str(tmp_path)!r})
+print(len(result.downloaded_paths), "fsspec" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == [str(IMAGE_SPEC["image_count"]), "False"]

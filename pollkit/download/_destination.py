@@ -105,7 +105,8 @@ def resolve_directory(
     parts = urlsplit(directory)
     if parts.scheme == "file" and "::" not in directory:
         if parts.netloc not in ("", "localhost"):
-            raise ConfigurationError(f"download_directory {directory!r}: not a local file URL")
+            shown = redact_location(directory)
+            raise ConfigurationError(f"download_directory {shown!r}: not a local file URL")
         return Path(unquote(parts.path))
     return Destination(directory, policy)
 

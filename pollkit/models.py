@@ -143,13 +143,16 @@ class Result:
         state: The last observed state (terminal unless the call did not wait).
         downloaded_paths: Files written (or found already complete) for the outputs, in order.
         extracted_paths: Files extracted from archive outputs, when extraction was asked.
-        sha256: Hex digest of each downloaded file, parallel to `downloaded_paths`.
+        sha256: Hex digest of each downloaded file, parallel to `downloaded_paths` (or to
+            `destinations`).
         polls: How many status requests this call made.
         submitted_at: When the job was submitted, if this client submitted it.
         finished_at: When the job was first seen terminal.
         noticed_at: Same as `finished_at` for polling; kept apart for push transports.
         key: The batch key of the spec the job came from (`run` only).
         error: Why the batch gave up on the job (a deadline, a failed download…), if it did.
+        destinations: The URLs the outputs were delivered to, in order, when the download
+            directory was an fsspec URL (``s3://…``); `downloaded_paths` is then empty.
     """
 
     state: JobState
@@ -162,6 +165,7 @@ class Result:
     noticed_at: datetime | None = None
     key: str | None = None
     error: BaseException | None = field(default=None, compare=False)
+    destinations: tuple[str, ...] = ()
 
     @property
     def job_id(self) -> str:

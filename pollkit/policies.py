@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import (
@@ -304,6 +305,12 @@ class DownloadPolicy(_Policy):
         fsync: Flush each finished file to disk before renaming it (≈ 20 % slower).
         not_ready: How to wait for an output the server answers 425 Too Early for (a PiXYZ
             archive being packed): this cadence's intervals, then `NotReady` at its deadline.
+        spool_directory: Where outputs bound for an fsspec URL (``s3://…``) wait, verified,
+            before they are put there (a folder per destination inside it; a batch's default
+            journal goes there too). None: ``$XDG_CACHE_HOME/pollkit/spool`` (``~/.cache``).
+        storage_options: Keyword arguments for the fsspec filesystem of such a URL
+            (``{"client_kwargs": {"endpoint_url": …}}``); never shown in a repr, they may be
+            credentials. Empty: fsspec's own configuration and the store's environment.
     """
 
     name_template: str = "{job_id}-{index}{ext}"
@@ -317,6 +324,8 @@ class DownloadPolicy(_Policy):
     max_extract_ratio: float = Field(default=200.0, gt=1)
     fsync: bool = False
     not_ready: Cadence = Cadence(initial=1.0, maximum=5.0, multiplier=1.5, timeout=600.0)
+    spool_directory: Path | None = None
+    storage_options: Mapping[str, Any] = Field(default_factory=dict, repr=False)
 
     _to_seconds = field_validator("stall_timeout", mode="before")(_seconds)
 

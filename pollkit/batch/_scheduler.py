@@ -42,6 +42,7 @@ from pollkit.core.cadence import DurationModel, PollHints, batch_poll_delay, lea
 from pollkit.core.ratelimit import TokenBucket
 from pollkit.core.retry import retry_after_of
 from pollkit.display._progress import NullProgress, ProgressSink
+from pollkit.download._destination import Destination, is_url
 from pollkit.download._downloader import Downloader, Refresh
 from pollkit.errors import (
     APIError,
@@ -101,6 +102,8 @@ def _now() -> datetime:
 def _files_present(entry: JournalEntry) -> bool:
     """Whether every output the journal verified is still on disk with its size."""
     for output in entry.outputs:
+        if is_url(output.path):
+            continue  # delivered to a store: recorded only after the put, so trusted
         try:
             if os.stat(output.path).st_size != output.size:
                 return False
@@ -124,7 +127,7 @@ class Scheduler:
         cadence: Cadence,
         durations: DurationModel,
         journal: Journal | None,
-        directory: Path,
+        directory: Path | Destination,
         concurrency: int,
         rate: float | None,
         download_outputs: bool,
@@ -332,7 +335,8 @@ class Scheduler:
         )
         result = Result(
             state=state,
-            downloaded_paths=tuple(Path(o.path) for o in entry.outputs),
+            downloaded_paths=tuple(Path(o.path) for o in entry.outputs if not is_url(o.path)),
+            destinations=tuple(o.path for o in entry.outputs if is_url(o.path)),
             sha256=tuple(o.sha256 for o in entry.outputs),
             submitted_at=entry.submitted_at,
             finished_at=entry.finished_at,
@@ -557,6 +561,7 @@ class Scheduler:
 
     async def _finish(self, job: _Job, state: JobState) -> None:
         paths: tuple[Path, ...] = ()
+        urls: tuple[str, ...] = ()
         extracted: tuple[Path, ...] = ()
         digests: tuple[str, ...] = ()
         error: BaseException | None = None
@@ -573,18 +578,25 @@ class Scheduler:
             except (DownloadError, APIError, TransportError) as exc:
                 error = exc
             else:
-                paths = tuple(f.path for f in saved)
+                paths = tuple(f.path for f in saved if f.destination is None)
+                urls = tuple(f.destination for f in saved if f.destination is not None)
                 extracted = tuple(p for f in saved for p in f.extracted)
                 digests = tuple(f.sha256 for f in saved)
                 for output, file in zip(state.outputs, saved, strict=True):
                     self._emit(
-                        Event("download_finished", job.key, job.job_id, state=state, path=file.path)
+                        Event(
+                            "download_finished",
+                            job.key,
+                            job.job_id,
+                            state=state,
+                            path=None if file.destination else file.path,
+                        )
                     )
                     if self.journal is not None:
                         await self.journal.record_output(
                             job.key,
                             output.index,
-                            os.fspath(file.path),
+                            file.location,
                             file.size,
                             file.sha256,
                         )
@@ -601,6 +613,7 @@ class Scheduler:
             noticed_at=state.observed_at,
             key=job.key,
             error=error,
+            destinations=urls,
         )
         kind = "failed" if error is not None else "done"
         self._emit(Event(kind, job.key, job.job_id, state=state, result=result, error=error))

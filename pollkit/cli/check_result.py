@@ -58,7 +58,9 @@ def register(sub: Any) -> None:
     parser.add_argument("--base-url", default=DEFAULT_BASE_URL, help="API base URL")
     parser.add_argument("--api-key", default=None, help="API key (default: $MAGIC_HOUR_API_KEY)")
     parser.add_argument(
-        "--download-dir", default=".", help="where to save outputs (created if missing)"
+        "--download-dir",
+        default=".",
+        help="where to save outputs (created if missing), or an fsspec URL (s3://bucket/run/)",
     )
     parser.add_argument("--kind", choices=("image", "video", "audio"), help="project kind")
     parser.add_argument(
@@ -101,7 +103,7 @@ def _summary(result: Result) -> dict[str, Any]:
         "native_status": state.native_status,
         "error": str(state.error) if state.error else None,
         "polls": result.polls,
-        "files": [str(p) for p in result.downloaded_paths],
+        "files": [*map(str, result.downloaded_paths), *result.destinations],
         "sha256": list(result.sha256),
     }
 

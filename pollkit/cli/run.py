@@ -52,6 +52,12 @@ asked, so it is reported and sent again only with --resubmit-ambiguous. Submits 
 left (connection refused, DNS, TLS) and 429/503 answers are retried. When work is left undone
 the summary ends with the command that finishes it.
 
+--download-dir may be an fsspec URL (s3://bucket/run/, gs://…; pip install 'pollkit[fsspec]'
+and the protocol's package): each file is verified in a local spool, then written there
+without overwriting, and journaled with its URL. The store's own configuration applies (for
+S3: AWS_* variables, AWS_ENDPOINT_URL for another server). The default journal is then in
+the spool, ~/.cache/pollkit/spool/.
+
 environment: each provider's key and URL variables stand in for --api-key and --base-url:
 MAGIC_HOUR_API_KEY / MAGIC_HOUR_BASE_URL, PIXY_API_KEY / PIXY_BASE_URL (and PIXY_SSO_URL),
 PIXYZ_API_KEY / PIXYZ_BASE_URL.
@@ -74,7 +80,11 @@ def register(sub: Any) -> None:
     parser.add_argument("--provider", choices=sorted(PROVIDERS), default="magichour")
     parser.add_argument("--base-url", default=None, help="API base URL (default: its variable)")
     parser.add_argument("--api-key", default=None, help="API key (default: its variable)")
-    parser.add_argument("--download-dir", required=True, help="where outputs go")
+    parser.add_argument(
+        "--download-dir",
+        required=True,
+        help="where outputs go: a folder, or an fsspec URL (s3://bucket/run/; pollkit[fsspec])",
+    )
     parser.add_argument("--concurrency", type=int, default=16, help="submits/polls at once")
     parser.add_argument("--rate", type=float, default=None, help="most submits per second")
     parser.add_argument(
@@ -137,7 +147,7 @@ def _summary(results: list[Result], total: int) -> str:
         else r.status.value
         for r in results
     )
-    files = sum(len(r.downloaded_paths) for r in results)
+    files = sum(len(r.downloaded_paths) + len(r.destinations) for r in results)
     parts = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     lines = [f"{len(results)} of {total} jobs finished: {parts or 'none'}; {files} files"]
     for result in [r for r in results if not r.ok][:20]:

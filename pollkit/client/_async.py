@@ -17,6 +17,7 @@ from pollkit.batch.journal._open import JournalArgument, open_journal
 from pollkit.client._engine import Engine
 from pollkit.core.cadence import DurationModel
 from pollkit.display._progress import NullProgress, ProgressSink, TqdmProgress
+from pollkit.download._destination import Destination, resolve_directory
 from pollkit.download._downloader import Downloader, Refresh, SavedFile
 from pollkit.errors import ConfigurationError, URLExpired
 from pollkit.models import Event, JobState, Output, Result, Status
@@ -311,7 +312,8 @@ class AsyncClient:
 
         Args:
             output: What to download (e.g. from the provider's output helpers).
-            directory: Where (created if missing).
+            directory: Where (created if missing), a folder or an fsspec URL (see
+                `check_result`); `SavedFile.destination` is then the object's URL.
             name: The file name to use instead of the name template's.
             job_id: The job, for naming and messages.
             progress: True for tqdm bars, or a `ProgressSink`.
@@ -379,7 +381,9 @@ class AsyncClient:
             wait_for_completion: Poll until the job is terminal; otherwise read it once.
             download_outputs: Download the outputs of a completed job.
             download_directory: Where to put them (created if missing; default: the current
-                directory).
+                directory): a folder, or an fsspec URL (``s3://bucket/run``, ``memory://x``;
+                needs ``pollkit[fsspec]``), where each file is spooled, verified, then put
+                without overwriting (`Result.destinations` lists the URLs).
             kind: The provider's job kind when known.
             timeout: Deadline of the wait in seconds; overrides the cadence's.
             cadence: Polling policy for this call.
@@ -409,6 +413,7 @@ class AsyncClient:
                 state, polls = await self.get(job_id, kind=kind, base_url=base_url), 1
             finished = state.observed_at if state.is_terminal else None
             paths: tuple[Path, ...] = ()
+            urls: tuple[str, ...] = ()
             extracted: tuple[Path, ...] = ()
             digests: tuple[str, ...] = ()
             if download_outputs and wait_for_completion and state.status is Status.COMPLETE:
@@ -419,7 +424,8 @@ class AsyncClient:
                     progress=sink,
                     fields=engine.provider.name_fields(state),
                 )
-                paths = tuple(f.path for f in saved)
+                paths = tuple(f.path for f in saved if f.destination is None)
+                urls = tuple(f.destination for f in saved if f.destination is not None)
                 digests = tuple(f.sha256 for f in saved)
                 extracted = tuple(p for f in saved for p in f.extracted)
         finally:
@@ -434,6 +440,7 @@ class AsyncClient:
             submitted_at=submitted_at,
             finished_at=finished,
             noticed_at=finished,
+            destinations=urls,
         )
 
     def _refresher(self, job_id: str, kind: str | None, engine: Engine | None = None) -> Refresh:
@@ -466,13 +473,15 @@ class AsyncClient:
         progress: bool | ProgressSink = False,
     ) -> AsyncGenerator[Event, None]:
         """Run a batch and yield every event of it; see `run` for the arguments."""
-        directory = Path(download_directory)
+        directory = resolve_directory(download_directory, self._downloader.policy)
+        # The default journal must be on local disk: for a URL, it lives in the spool.
+        local = directory.spool if isinstance(directory, Destination) else directory
         chosen = self._cadence(timeout, cadence)
         sink = _sink(progress, jobs=True)
         try:
             # An SQLite journal is locked before it is read: a second run of the batch must
             # refuse before it has seen, let alone sent, anything.
-            async with open_journal(journal, directory) as book:
+            async with open_journal(journal, local) as book:
                 scheduler = Scheduler(
                     self._engine,
                     self._downloader,
@@ -519,8 +528,12 @@ class AsyncClient:
 
         Args:
             items: Specs, existing job ids (wait and download only), or ``(key, spec)``.
-            download_directory: Where outputs go (created if missing).
-            journal: True for ``<download_directory>/.pollkit/journal.sqlite``, a path, an
+            download_directory: Where outputs go (created if missing): a folder, or an fsspec
+                URL (``s3://bucket/run/``; needs ``pollkit[fsspec]``) where each output is
+                spooled, verified, put without overwriting, and only then recorded with its
+                URL; a store that refuses the write fails that job with a `StorageError`.
+            journal: True for ``<download_directory>/.pollkit/journal.sqlite`` (for a URL:
+                ``.pollkit/journal.sqlite`` in its spool folder), a path, an
                 `SQLiteJournal`, any `Journal` (left open), or False for none. With a journal a
                 rerun of the same batch submits nothing twice and downloads nothing twice.
             concurrency: Submits, and polls, in flight at once.

@@ -38,6 +38,7 @@ from pollkit.core.resume import Partial, ResumeAction, decide, range_headers, to
 from pollkit.core.retry import is_retryable, retry_after_of
 from pollkit.display._progress import NullProgress, ProgressSink
 from pollkit.download._archive import extract_zip
+from pollkit.download._destination import Destination, resolve_directory
 from pollkit.download._partfile import PartFile, file_matches
 from pollkit.errors import (
     ChecksumMismatch,
@@ -92,6 +93,8 @@ class SavedFile:
         reused: True when the file was already there with the same bytes (nothing downloaded).
         url: The URL it came from, without its query string.
         extracted: Files extracted from it, when it is an archive and extraction was asked.
+        destination: The URL it was delivered to, when the directory was an fsspec URL
+            (`path` is then where it was spooled, removed once delivered).
     """
 
     path: Path
@@ -100,6 +103,12 @@ class SavedFile:
     reused: bool = False
     url: str | None = None
     extracted: tuple[Path, ...] = ()
+    destination: str | None = None
+
+    @property
+    def location(self) -> str:
+        """Where the output is now: its URL at an fsspec destination, else its path."""
+        return self.destination or os.fspath(self.path)
 
 
 # --- the engine ----------------------------------------------------------------------------
@@ -185,13 +194,14 @@ class Downloader:
     async def fetch_all(
         self,
         state: JobState,
-        directory: str | os.PathLike[str],
+        directory: str | os.PathLike[str] | Destination,
         *,
         refresh: Refresh | None = None,
         progress: ProgressSink | None = None,
         fields: dict[str, str] | None = None,
     ) -> list[SavedFile]:
-        """Download every output of a job into `directory` (created if missing).
+        """Download every output of a job into `directory` (created if missing), a folder or
+        an fsspec URL (`pollkit.download._destination`).
 
         Returns:
             One `SavedFile` per output, in output order.
@@ -200,11 +210,12 @@ class Downloader:
             DownloadError: An output could not be saved (every output is attempted; the first
                 error is raised).
         """
+        where = resolve_directory(directory, self.policy)
         results = await asyncio.gather(
             *(
                 self.fetch(
                     o,
-                    directory,
+                    where,
                     job_id=state.job_id,
                     kind=state.kind,
                     refresh=refresh,
@@ -223,7 +234,7 @@ class Downloader:
     async def fetch(
         self,
         output: Output,
-        directory: str | os.PathLike[str],
+        directory: str | os.PathLike[str] | Destination,
         *,
         job_id: str | None = None,
         kind: str | None = None,
@@ -236,7 +247,8 @@ class Downloader:
 
         Args:
             output: What to download.
-            directory: Where.
+            directory: Where: a folder, or an fsspec URL (``s3://bucket/run``) or `Destination`,
+                where the file is spooled locally first, then put with create-only semantics.
             job_id: The job, for naming and messages.
             kind: The job's kind, for naming.
             name: A file name to use instead of the template's.
@@ -248,14 +260,27 @@ class Downloader:
             DownloadError: The file could not be saved (a subclass says why); the `.part` with
                 the bytes received so far is kept for a later resume.
             APIError: The server refused the download for a reason other than expiry.
+            ConfigurationError: `directory` is a URL whose protocol cannot be used.
         """
         if output.url is None:
             raise DownloadError(f"output {output.index} has no URL", job_id=job_id)
+        where = resolve_directory(directory, self.policy)
+        if isinstance(where, Destination):
+            return await where.fetch(
+                self,
+                output,
+                job_id=job_id,
+                kind=kind,
+                name=name,
+                refresh=refresh,
+                progress=progress,
+                fields=fields,
+            )
         file_name = name or self.target_name(output, job_id=job_id, kind=kind, fields=fields)
         if not safe_name(file_name):
             raise UnsafePath(f"unsafe file name {file_name!r}", job_id=job_id)
         target = PartFile(
-            path=Path(directory) / file_name,
+            path=where / file_name,
             expected_sha256=output.sha256.lower() if output.sha256 else None,
             progress=progress or self.progress,
         )
@@ -587,7 +612,7 @@ def names_for_urls(urls: Sequence[str]) -> list[str]:
 
 
 async def fetch_urls(
-    downloader: Downloader, urls: Sequence[str], directory: str | os.PathLike[str]
+    downloader: Downloader, urls: Sequence[str], directory: str | os.PathLike[str] | Destination
 ) -> list[SavedFile | PollkitError]:
     """Download plain URLs into `directory`, each under `names_for_urls`'s name.
 
@@ -602,6 +627,7 @@ async def fetch_urls(
             return exc
 
     names = names_for_urls(urls)
+    directory = resolve_directory(directory, downloader.policy)
     return list(
         await asyncio.gather(
             *(one(i, u, n) for i, (u, n) in enumerate(zip(urls, names, strict=True)))

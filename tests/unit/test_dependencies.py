@@ -22,6 +22,7 @@ PYPROJECT = PACKAGE.parent / "pyproject.toml"
 #: ("pollkit.batch.postgres",)``, ``"dask": ("pollkit.cluster",)``, ``"fsspec": (...)``.
 OPTIONAL_MODULES: dict[str, tuple[str, ...]] = {
     "test": ("pollkit.testing.pytest_plugin", "pollkit.testing"),
+    "fsspec": ("pollkit.download._destination",),
 }
 
 

@@ -53,7 +53,7 @@ def test_names_are_imported_on_first_use_and_the_download_command_stays_lean() -
     probe = """
 import json, sys
 import pollkit
-lean = ("aiohttp", "aiohttp.web", "pollkit.batch.journal._sqlite", "pollkit.sim")
+lean = ("aiohttp", "aiohttp.web", "fsspec", "pollkit.batch.journal._sqlite", "pollkit.sim")
 after_import = sorted(m for m in lean if m in sys.modules)
 names = {n: type(getattr(pollkit, n)).__name__ for n in pollkit.__all__}
 try:

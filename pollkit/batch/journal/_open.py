@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from pollkit.batch.journal._lock import JournalLock, check_journal_location
+from pollkit.batch.journal._pg_schema import is_postgres_url, redact_dsn
 from pollkit.batch.journal._protocol import Journal
 from pollkit.batch.journal._records import default_journal_path
 from pollkit.batch.journal._sqlite import SQLiteJournal
@@ -16,8 +17,8 @@ from pollkit.errors import ConfigurationError
 
 __all__ = ["JournalArgument", "open_journal"]
 
-#: ``True`` (the default file in the download directory), a path, an `SQLiteJournal`, any
-#: `Journal`, or ``False`` for none.
+#: ``True`` (the default file in the download directory), a path, a ``postgresql://`` URL, an
+#: `SQLiteJournal`, any `Journal`, or ``False`` for none.
 JournalArgument = Journal | SQLiteJournal | str | os.PathLike[str] | bool
 
 
@@ -40,6 +41,21 @@ async def open_journal(journal: JournalArgument, directory: Path) -> AsyncIterat
         return
     if isinstance(journal, Journal):
         yield journal
+        return
+    if is_postgres_url(journal):
+        assert isinstance(journal, str)
+        try:  # the extra is optional: pollkit without it still imports
+            from pollkit.batch.journal._postgres import PostgresJournal
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"journal {redact_dsn(journal)}: a PostgreSQL journal needs the postgres extra:"
+                " pip install 'pollkit[postgres]'"
+            ) from exc
+        shared = await PostgresJournal(journal).open()
+        try:
+            yield shared
+        finally:
+            await shared.aclose()
         return
     if journal is True:
         where = default_journal_path(directory)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shlex
 import sys
@@ -13,6 +14,8 @@ from typing import Any
 
 from pollkit.batch._jsonl import read_batch
 from pollkit.batch._scheduler import BatchItem
+from pollkit.batch.journal._open import postgres_journal
+from pollkit.batch.journal._pg_schema import is_postgres_url
 from pollkit.client._async import AsyncClient
 from pollkit.errors import (
     AmbiguousSubmit,
@@ -82,6 +85,19 @@ def register(sub: Any) -> None:
         "--journal", default=None, help="journal file (default: DIR/.pollkit/journal.sqlite)"
     )
     parser.add_argument("--no-journal", action="store_true", help="keep no journal")
+    parser.add_argument(
+        "--heartbeat",
+        type=float,
+        default=10.0,
+        help="with a postgresql:// journal: seconds between this runner's heartbeats",
+    )
+    parser.add_argument(
+        "--lease",
+        type=float,
+        default=30.0,
+        help="with a postgresql:// journal: seconds without a heartbeat before other runners"
+        " take this runner's jobs",
+    )
     parser.add_argument("--timeout", type=float, default=None, help="deadline per job, seconds")
     parser.add_argument(
         "--resubmit-ambiguous",
@@ -102,7 +118,11 @@ async def _run(
 ) -> None:
     journal: Any = False if args.no_journal else (args.journal or True)
     show = sys.stderr.isatty() if args.progress is None else args.progress
-    async with AsyncClient(provider, cadence=Cadence()) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        if is_postgres_url(journal):
+            settings = {"heartbeat": args.heartbeat, "lease": args.lease}
+            journal = await stack.enter_async_context(postgres_journal(journal, **settings))
+        client = await stack.enter_async_context(AsyncClient(provider, cadence=Cadence()))
         async for result in client.run(
             items,
             download_directory=args.download_dir,
@@ -225,6 +245,11 @@ def run(args: argparse.Namespace) -> int:
     except PollkitError as exc:
         print(f"pollkit run: {exc}", file=sys.stderr)
         return 1
+    if is_postgres_url(args.journal):
+        # Several runners share the batch: this one reports the jobs it finished; the
+        # batch's own progress is `pollkit batch status`.
+        print(f"this runner: {_summary(results, len(results))}")
+        return 0 if all(r.ok for r in results) else 1
     print(_summary(results, len(items)))
     left, resubmit = _undone(results, len(items))
     if left:

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from pollkit.batch._runner import batch_events
 from pollkit.batch._scheduler import BatchItem, Scheduler
 from pollkit.batch.journal._open import JournalArgument, open_journal
 from pollkit.client._engine import Engine
@@ -488,7 +489,7 @@ class AsyncClient:
                     refresher=self._refresher,
                     rng=self._rng,
                 )
-                async for event in scheduler.events(items):
+                async for event in batch_events(scheduler, book, items):
                     yield event
         finally:
             if progress is True:

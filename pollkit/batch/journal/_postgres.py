@@ -104,9 +104,16 @@ class PostgresJournal:
 
     Args:
         dsn: A ``postgresql://`` URL or connection string. Never shown with its password.
+        heartbeat: Seconds between a runner's heartbeats.
+        lease: Seconds after its last heartbeat that a runner's claims lapse: other runners
+            may then claim its jobs, and it submits nothing until it has renewed.
+        capacity: Most unfinished jobs a runner holds at once.
         max_connections: Most connections the pool opens.
         reconnect_timeout: How long a statement waits for a server that went away before
             raising `StorageError`.
+
+    Raises:
+        ConfigurationError: An empty DSN, or not ``0 < heartbeat < lease``.
 
     Attributes:
         fences: The fence of every row this runner owns, or None when writes are not fenced
@@ -115,11 +122,33 @@ class PostgresJournal:
         statements: Statements sent to the server.
     """
 
+    #: `AsyncClient.run` hands a shared journal's batch to a `Runner`.
+    shared = True
+
     def __init__(
-        self, dsn: str, *, max_connections: int = 8, reconnect_timeout: float = 120.0
+        self,
+        dsn: str,
+        *,
+        heartbeat: float = 10.0,
+        lease: float = 30.0,
+        capacity: int = 256,
+        max_connections: int = 8,
+        reconnect_timeout: float = 120.0,
     ) -> None:
         if not isinstance(dsn, str) or not dsn.strip():
             raise ConfigurationError("journal: a PostgreSQL DSN must be a non-empty string")
+        if not 0 < heartbeat < lease:
+            raise ConfigurationError(
+                f"journal: need 0 < heartbeat < lease, got heartbeat={heartbeat}, lease={lease}"
+            )
+        if capacity < 1 or max_connections < 1:
+            raise ConfigurationError(
+                f"journal: capacity and max_connections must be ≥ 1, got {capacity},"
+                f" {max_connections}"
+            )
+        self.heartbeat = heartbeat
+        self.lease = lease
+        self.capacity = capacity
         self.where = redact_dsn(dsn)
         self._dsn = dsn
         self.reconnect_timeout = reconnect_timeout

@@ -1,0 +1,87 @@
+"""Several runners on one batch through a shared PostgreSQL journal, against the simulator."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from pollkit import AsyncClient, Cadence, MagicHour, Result
+from pollkit.batch.journal._postgres import PostgresJournal
+from pollkit.sim import Scenario, Simulator
+from tests.helpers import FAST_RETRY, sha256_file
+
+FAST = Scenario(
+    time_scale=1000.0, queue_delay=(1.0, 3.0), render_time=(5.0, 20.0), image_size=(32, 32)
+)
+CADENCE = Cadence(initial=0.005, maximum=0.05, timeout=30)
+
+
+def image(i: int) -> dict[str, Any]:
+    return {"tool": "ai-image-generator", "image_count": 1 + i % 2, "style": {"prompt": f"p{i}"}}
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Simulator]:
+    async with Simulator(FAST) as simulator:
+        yield simulator
+
+
+def client_for(sim: Simulator) -> AsyncClient:
+    return AsyncClient(
+        MagicHour(api_key=sim.api_key, base_url=sim.url), cadence=CADENCE, retry=FAST_RETRY
+    )
+
+
+async def work(
+    sim: Simulator, journal: PostgresJournal | str, specs: list[Any], out: Path
+) -> list[Result]:
+    async with client_for(sim) as client:
+        return [
+            r
+            async for r in client.run(specs, download_directory=out, journal=journal, concurrency=8)
+        ]
+
+
+async def test_three_runners_share_a_batch_and_each_spec_is_created_once(
+    sim: Simulator, postgres_dsn: str, tmp_path: Path
+) -> None:
+    specs = [image(i) for i in range(300)]
+    journals = [PostgresJournal(postgres_dsn, capacity=40) for _ in range(3)]
+    for journal in journals:
+        await journal.open()
+    try:
+        shares = await asyncio.gather(*(work(sim, j, specs, tmp_path / "out") for j in journals))
+    finally:
+        for journal in journals:
+            await journal.aclose()
+    results = [r for share in shares for r in share]
+    assert all(r.ok for r in results), [r for r in results if not r.ok][:3]
+    assert Counter(r.key for r in results).most_common(1)[0][1] == 1  # one runner each
+    assert len(results) == len(specs)
+    assert all(len(share) > 0 for share in shares), [len(s) for s in shares]
+    jobs = {j["id"]: j for j in sim.stats()["jobs"]}
+    assert len(jobs) == len(specs)  # each spec created once
+    for result in results:
+        expected = [o["sha256"] for o in jobs[result.job_id]["outputs"]]
+        assert [sha256_file(p) for p in result.downloaded_paths] == expected
+    with psycopg.connect(postgres_dsn) as db:
+        rows = db.execute(
+            "SELECT state, settled, count(*) FROM pollkit_jobs GROUP BY 1, 2"
+        ).fetchall()
+        runners = db.execute(
+            "SELECT count(*) FILTER (WHERE stopped_at IS NOT NULL), sum(statements)"
+            " FROM pollkit_runners"
+        ).fetchone()
+    assert rows == [("done", True, len(specs))]
+    assert runners is not None
+    assert runners[0] == 3
+    # A rerun finds everything done and sends nothing.
+    again = await work(sim, postgres_dsn, specs, tmp_path / "out")
+    assert again == []
+    assert len(sim.stats()["jobs"]) == len(specs)

@@ -30,7 +30,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         yield server
     finally:
         with contextlib.suppress(RuntimeError):  # not running: it failed to start
-            server.stop()
+            server.stop("immediate")
         server.remove()
 
 

@@ -14,6 +14,7 @@ __all__ = ["build_parser", "main"]
 _COMMANDS = {
     "demo": "pollkit.cli.demo",
     "run": "pollkit.cli.run",
+    "batch": "pollkit.cli.batch",
     "sim": "pollkit.cli.sim",
     "check-result": "pollkit.cli.check_result",
     "download": "pollkit.cli.download",

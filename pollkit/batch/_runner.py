@@ -156,6 +156,7 @@ class Runner:
                 await claims.stop(journal, self.id, self.claims)
             journal.fences = None
             journal.before_submit = None
+            journal.fresh.clear()
 
     async def _settle(self, event: Event) -> None:
         fences = self.journal.fences
@@ -178,6 +179,8 @@ class Runner:
                 got = await claims.claim(self.journal, self.id, min(room, self.claim_batch))
             for row in got:
                 fences[row.key] = row.fence
+                if row.state == "pending":
+                    self.journal.fresh.add(row.key)
                 if row.state == "ambiguous":
                     _log.info("runner %s: claimed %s with its submit in doubt", self.id, row.key)
             self.claims += len(got)

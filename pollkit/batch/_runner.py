@@ -22,13 +22,14 @@ import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from contextlib import suppress
+from datetime import datetime
 from typing import TYPE_CHECKING, cast
 
 from pollkit._aio import wait_event
 from pollkit.batch.journal import _pg_claims as claims
 from pollkit.batch.journal._protocol import Journal
 from pollkit.batch.journal._records import canonical_json, spec_key
-from pollkit.errors import ConfigurationError, StorageError
+from pollkit.errors import ConfigurationError, PollkitError, StorageError
 from pollkit.models import Event
 
 if TYPE_CHECKING:
@@ -41,11 +42,19 @@ _log = logging.getLogger("pollkit.runner")
 
 
 def batch_events(
-    scheduler: Scheduler, journal: Journal | None, items: Iterable[BatchItem]
+    scheduler: Scheduler, journal: Journal | None, items: Iterable[BatchItem], *, join: bool
 ) -> AsyncIterator[Event]:
-    """The batch's events: from a `Runner` when the journal is shared, else the scheduler's."""
+    """The batch's events: from a `Runner` when the journal is shared, else the scheduler's.
+
+    Raises:
+        ConfigurationError: `join` without a shared journal.
+    """
     if journal is not None and getattr(journal, "shared", False):
-        return Runner(cast("PostgresJournal", journal)).events(scheduler, items)
+        return Runner(cast("PostgresJournal", journal), join=join).events(scheduler, items)
+    if join:
+        raise ConfigurationError(
+            "join=True follows a batch that runners share: it needs a postgresql:// journal"
+        )
     return scheduler.events(items)
 
 
@@ -65,6 +74,9 @@ class Runner:
 
     Args:
         journal: The shared journal, open; its `heartbeat`, `lease` and `capacity` apply.
+        join: Also yield the jobs other runners finish (a ``done`` or ``failed`` event with
+            its `Result`, read from the journal), so that this runner's events cover the
+            whole batch. Their files are where those runners saved them.
         claim_batch: Most rows one claim takes.
         idle: Seconds between claims while there is nothing to claim.
 
@@ -73,8 +85,18 @@ class Runner:
         claims: Rows claimed so far.
     """
 
-    def __init__(self, journal: PostgresJournal, *, claim_batch: int = 64, idle: float = 0.5):
+    def __init__(
+        self,
+        journal: PostgresJournal,
+        *,
+        join: bool = False,
+        claim_batch: int = 64,
+        idle: float = 0.5,
+    ):
         self.journal = journal
+        self.join = join
+        self._followed: set[str] = set()  # keys finished elsewhere, already yielded
+        self._since: datetime | None = None
         self.claim_batch = claim_batch
         self.idle = idle
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -145,7 +167,7 @@ class Runner:
         journal.before_submit = self._lease_held
         beat = asyncio.ensure_future(self._heartbeats())
         try:
-            async for event in scheduler.events(self._claimed()):
+            async for event in scheduler.events(self._claimed(scheduler)):
                 if event.kind in ("done", "failed"):
                     await self._settle(event)
                 yield event
@@ -169,7 +191,22 @@ class Runner:
                 "runner %s: %s was claimed by another runner; left to it", self.id, event.key
             )
 
-    async def _claimed(self) -> AsyncIterable[BatchItem]:
+    async def _follow(self, scheduler: Scheduler) -> None:
+        """Hand the scheduler, as events, the jobs other runners finished since last time."""
+        finished, self._since = await self.journal.finished_since(self.id, self._since)
+        for entry, owner in finished:
+            if entry.key in self._followed:
+                continue
+            self._followed.add(entry.key)
+            if entry.state == "done":
+                scheduler._replay(entry)
+                continue
+            why = entry.error or f"left {entry.state} (its submit may have created a job)"
+            scheduler._fail_unsubmitted(
+                entry.key, PollkitError(f"finished by runner {owner}: {why}"), code=entry.state
+            )
+
+    async def _claimed(self, scheduler: Scheduler) -> AsyncIterable[BatchItem]:
         fences = self.journal.fences
         assert fences is not None
         while True:
@@ -188,7 +225,11 @@ class Runner:
                 yield (row.key, row.spec)
             if got:
                 continue
+            if self.join:
+                await self._follow(scheduler)
             if not fences and await claims.unsettled(self.journal) == 0:
+                if self.join:
+                    await self._follow(scheduler)  # those finished since the last look
                 return  # every job of the batch is finished, by one runner or another
             self._freed.clear()
             await wait_event(self._freed, self.idle)

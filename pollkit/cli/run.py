@@ -50,7 +50,11 @@ Bad lines are reported with their numbers before anything is sent.
 
 The journal (default: DIR/.pollkit/journal.sqlite) records every job before it is submitted:
 run the same command again after a crash or Ctrl-C and it resumes, submitting nothing twice.
-One run at a time uses a journal: a second one refuses at once (exit 75). A submit answered
+One run at a time uses an SQLite journal: a second one refuses at once (exit 75). With
+--journal postgresql://… (pip install 'pollkit[postgres]') the same command started several
+times, on any machines, shares the batch: each runner claims jobs, heartbeats every
+--heartbeat s, and loses its jobs to the others --lease s after its last heartbeat; see
+`pollkit batch status`. A submit answered
 500, 502 or 504, or cut off after it was sent, may have created its job: Magic Hour cannot be
 asked, so it is reported and sent again only with --resubmit-ambiguous. Submits that never
 left (connection refused, DNS, TLS) and 429/503 answers are retried. When work is left undone
@@ -90,6 +94,11 @@ def register(sub: Any) -> None:
         type=float,
         default=10.0,
         help="with a postgresql:// journal: seconds between this runner's heartbeats",
+    )
+    parser.add_argument(
+        "--join",
+        action="store_true",
+        help="with a postgresql:// journal: also report the jobs other runners finish",
     )
     parser.add_argument(
         "--lease",
@@ -132,6 +141,7 @@ async def _run(
             timeout=args.timeout,
             resubmit_ambiguous=args.resubmit_ambiguous,
             progress=show,
+            join=args.join,
         ):
             results.append(result)
 
@@ -246,9 +256,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"pollkit run: {exc}", file=sys.stderr)
         return 1
     if is_postgres_url(args.journal):
-        # Several runners share the batch: this one reports the jobs it finished; the
-        # batch's own progress is `pollkit batch status`.
-        print(f"this runner: {_summary(results, len(results))}")
+        # Several runners share the batch: this one reports the jobs it finished (all of
+        # them with --join); the batch's own progress is `pollkit batch status`.
+        who = "the batch" if args.join else "this runner"
+        print(f"{who}: {_summary(results, len(items) if args.join else len(results))}")
         return 0 if all(r.ok for r in results) else 1
     print(_summary(results, len(items)))
     left, resubmit = _undone(results, len(items))

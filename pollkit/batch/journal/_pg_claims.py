@@ -158,7 +158,8 @@ async def settle(journal: PostgresJournal, key: str, fence: int) -> bool:
     another runner owns it now."""
     rows = await journal.execute(
         "settle",
-        "UPDATE pollkit_jobs SET settled = true WHERE spec_key = %s AND fence = %s RETURNING 1",
+        "UPDATE pollkit_jobs SET settled = true, settled_at = now()"
+        " WHERE spec_key = %s AND fence = %s RETURNING 1",
         (key, fence),
     )
     return bool(rows)

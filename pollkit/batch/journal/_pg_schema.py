@@ -57,7 +57,8 @@ PG_SCHEMA = (
         owner text,
         fence bigint NOT NULL DEFAULT 0,
         claimed_at timestamptz,
-        settled boolean NOT NULL DEFAULT false
+        settled boolean NOT NULL DEFAULT false,
+        settled_at timestamptz
     )""",
     "CREATE INDEX pollkit_jobs_state ON pollkit_jobs (state)",
     # What claims scan: the rows nobody has finished, in load order.

@@ -591,9 +591,36 @@ class PostgresJournal:
         """
         action = "mark done"
         if await self._update(
-            key, action, ("submitted",), "state = 'done', settled = true", (), tracked=True
+            key,
+            action,
+            ("submitted",),
+            "state = 'done', settled = true, settled_at = now()",
+            (),
+            tracked=True,
         ):
             if self.fences is not None:
                 self.fences.pop(key, None)
             return
         await self._why_not(key, action, ("submitted", "done"), tracked=True)
+
+    async def finished_since(
+        self, runner_id: str, since: datetime | None
+    ) -> tuple[list[tuple[JournalEntry, str | None]], datetime]:
+        """The jobs other runners finished since `since` (server time), with who finished
+        them, and the server's time now: a driver that joins the batch follows it with these.
+
+        Returns:
+            ((entry, owner) oldest first, now). Rows settled a little before `since` may come
+            again (a commit can land after a later one): the caller skips those it has seen.
+        """
+        rows = await self.execute(
+            "follow the batch",
+            f"SELECT {_WITH_OUTPUTS}, j.owner, now() FROM pollkit_jobs j WHERE j.settled"
+            " AND j.owner IS DISTINCT FROM %s AND (%s::timestamptz IS NULL"
+            " OR j.settled_at > %s::timestamptz - interval '5 seconds') ORDER BY j.settled_at",
+            (runner_id, since, since),
+        )
+        if not rows:
+            now = await self.execute("follow the batch", "SELECT now()")
+            return [], now[0][0]
+        return [(_entry(row[:14]), row[14]) for row in rows], rows[-1][15]

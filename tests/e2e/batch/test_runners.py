@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from pollkit import AsyncClient, Cadence, MagicHour, Result
+from pollkit import AsyncClient, Cadence, ConfigurationError, MagicHour, Result
 from pollkit.batch.journal._postgres import PostgresJournal
 from pollkit.sim import Scenario, Simulator
 from tests.helpers import FAST_RETRY, sha256_file
@@ -85,3 +85,46 @@ async def test_three_runners_share_a_batch_and_each_spec_is_created_once(
     again = await work(sim, postgres_dsn, specs, tmp_path / "out")
     assert again == []
     assert len(sim.stats()["jobs"]) == len(specs)
+
+
+async def test_a_driver_that_joins_yields_every_job_of_the_batch(
+    sim: Simulator, postgres_dsn: str, tmp_path: Path
+) -> None:
+    specs = [image(i) for i in range(120)]
+    helper = PostgresJournal(postgres_dsn, capacity=30)
+    await helper.open()
+
+    async def join() -> list[Result]:
+        async with client_for(sim) as client:
+            return [
+                r
+                async for r in client.run(
+                    specs, download_directory=tmp_path / "out", journal=postgres_dsn, join=True
+                )
+            ]
+
+    try:
+        joined, helped = await asyncio.gather(join(), work(sim, helper, specs, tmp_path / "out"))
+    finally:
+        await helper.aclose()
+    assert helped  # the other runner did part of the batch
+    assert sorted(r.key or "" for r in joined) == sorted({r.key or "" for r in joined})
+    assert len(joined) == len(specs)
+    assert all(r.ok for r in joined)
+    jobs = {j["id"]: j for j in sim.stats()["jobs"]}
+    assert len(jobs) == len(specs)
+    by_key = {r.key: r for r in joined}
+    for result in helped:  # the joiner's view of the helper's jobs: same job, same files
+        mine = by_key[result.key]
+        assert mine.job_id == result.job_id
+        assert mine.downloaded_paths == result.downloaded_paths
+        expected = [o["sha256"] for o in jobs[result.job_id]["outputs"]]
+        assert list(mine.sha256) == expected
+
+
+async def test_join_needs_a_shared_journal(sim: Simulator, tmp_path: Path) -> None:
+    async with client_for(sim) as client:
+        with pytest.raises(ConfigurationError, match="needs a postgresql:// journal"):
+            async for _ in client.run([image(0)], download_directory=tmp_path, join=True):
+                pass
+    assert sim.stats()["jobs"] == []

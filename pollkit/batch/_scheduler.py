@@ -196,17 +196,20 @@ class Scheduler:
         self._tasks.discard(task)
         error = None if task.cancelled() else task.exception()
         if isinstance(error, ClaimLost):
-            # Another runner owns the job now (a shared journal): it is theirs to finish,
-            # and this runner may claim it again later.
-            _log.warning("dropping a job: %s", error)
-            self._keys.discard(error.key)
-            if error.tracked:
-                self._counters.tracked -= 1
-                self._maybe_finished()
+            self._drop(error)
             return
         if error is not None and self._fatal is None:
             self._fatal = error
             self._queue.put_nowait(None)
+
+    def _drop(self, lost: ClaimLost) -> None:
+        """Another runner owns the job now (a shared journal): it is theirs to finish, and
+        this runner may claim it again later."""
+        _log.warning("dropping a job: %s", lost)
+        self._keys.discard(lost.key)
+        if lost.tracked:
+            self._counters.tracked -= 1
+            self._maybe_finished()
 
     def _emit(self, event: Event) -> None:
         if self.on_event is not None:
@@ -469,8 +472,11 @@ class Scheduler:
             found = states.get(job.job_id)
             if found is None:
                 missing.append(job)
-            else:
+                continue
+            try:
                 await self._observed(job, found, PollHints())
+            except ClaimLost as lost:  # one job lost must not lose the others of the list
+                self._drop(lost)
         # Not in the list (another type, beyond the page, deleted): ask about each on its own,
         # now. Pushed back on the heap instead, a job the list never shows would be listed
         # again with the next due jobs, and again, in a loop of list requests.

@@ -13,6 +13,8 @@ import pytest
 
 from pollkit import AsyncClient, Cadence, ConfigurationError, MagicHour, Result
 from pollkit.batch.journal._postgres import PostgresJournal
+from pollkit.models import Event
+from pollkit.providers.pixy import Pixy
 from pollkit.sim import Scenario, Simulator
 from tests.helpers import FAST_RETRY, sha256_file
 
@@ -128,3 +130,75 @@ async def test_join_needs_a_shared_journal(sim: Simulator, tmp_path: Path) -> No
             async for _ in client.run([image(0)], download_directory=tmp_path, join=True):
                 pass
     assert sim.stats()["jobs"] == []
+
+
+PIXY_IMAGE = {"type": "image", "engine": "photon_flash", "delineation": "a red kite"}
+SLOW = Scenario(time_scale=100.0, queue_delay=(5.0, 15.0), render_time=(40.0, 80.0))
+
+
+@pytest.mark.parametrize("api", ["magichour", "pixy"])  # pixy polls through its list endpoint
+async def test_jobs_taken_from_a_lapsed_runner_are_dropped_by_it_and_finished_by_the_taker(
+    api: str, postgres_dsn: str, tmp_path: Path
+) -> None:
+    if api == "pixy":
+        specs: list[Any] = [{**PIXY_IMAGE, "delineation": f"p{i}"} for i in range(60)]
+    else:
+        specs = [image(i) for i in range(60)]
+    async with Simulator(SLOW) as sim:
+        if api == "pixy":
+            provider: Any = Pixy(api_key=sim.api_key, base_url=sim.urls["pixy"])
+        else:
+            provider = MagicHour(api_key=sim.api_key, base_url=sim.url)
+        cadence = Cadence(initial=0.02, maximum=0.05, timeout=30)
+        # The first runner's heartbeat is rare, so that it cannot renew between the lapse
+        # and the second runner's first claim.
+        taker = PostgresJournal(postgres_dsn)
+        lapsed = PostgresJournal(postgres_dsn, heartbeat=50.0, lease=100.0)
+        await taker.open()
+        await lapsed.open()
+
+        submitted: list[Event] = []
+        holding = asyncio.Event()
+
+        def count(event: Event) -> None:
+            if event.kind == "submitted":
+                submitted.append(event)
+                if len(submitted) >= 20:
+                    holding.set()
+
+        async def run(journal: PostgresJournal, out: str) -> list[Result]:
+            async with AsyncClient(provider, cadence=cadence, retry=FAST_RETRY) as client:
+                return [
+                    r
+                    async for r in client.run(
+                        specs,
+                        download_directory=tmp_path / out,
+                        journal=journal,
+                        on_event=count if journal is lapsed else None,
+                    )
+                ]
+
+        async def take_over() -> list[Result]:
+            await holding.wait()  # the first runner holds 20 submitted jobs
+            # The first runner stalls past its lease (as the server's clock says): the
+            # second one, started now, claims every job it held.
+            await taker.execute("lapse", "UPDATE pollkit_runners SET lease_until = now()")
+            return await run(taker, "taker")
+
+        try:
+            first, second = await asyncio.gather(run(lapsed, "lapsed"), take_over())
+        finally:
+            await taker.aclose()
+            await lapsed.aclose()
+        jobs = {j["id"]: j for j in sim.stats()["jobs"]}
+    assert second  # the taker finished the jobs it took
+    assert lapsed.refused_writes > 0  # the first runner's writes to them matched nothing
+    keys = [r.key for r in first + second]
+    assert len(keys) == len(set(keys)) == len(specs)
+    done = [r for r in first + second if r.ok]
+    in_doubt = [r for r in first + second if not r.ok]
+    assert all(r.error is not None and "submit" in str(r.error) for r in in_doubt)
+    assert len(jobs) - len(done) <= len(in_doubt)  # each spec created once, doubts excepted
+    for result in done:
+        expected = [o["sha256"] for o in jobs[result.job_id]["outputs"]]
+        assert [sha256_file(p) for p in result.downloaded_paths] == expected

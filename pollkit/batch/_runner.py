@@ -163,6 +163,11 @@ class Runner:
         self._renewed = started
         added = await claims.load(journal, scheduler.provider.name, rows)
         _log.info("runner %s: %d of %d specs new to the journal", self.id, added, len(rows))
+        again = await claims.reopen(
+            journal, [key for key, _, _ in rows], ambiguous=scheduler.resubmit_ambiguous
+        )
+        if again:
+            _log.info("runner %s: %d jobs that did not end done are open again", self.id, again)
         journal.fences = {}
         journal.before_submit = self._lease_held
         beat = asyncio.ensure_future(self._heartbeats())

@@ -31,6 +31,7 @@ __all__ = [
     "heartbeat",
     "load",
     "register",
+    "reopen",
     "settle",
     "stop",
     "unsettled",
@@ -134,6 +135,24 @@ async def load(
                     " two specs must not share a key"
                 )
     return added
+
+
+async def reopen(journal: PostgresJournal, keys: Sequence[str], *, ambiguous: bool) -> int:
+    """Make the finished-but-not-done jobs among `keys` claimable again, as a rerun of an
+    SQLite batch would retry them: refused submits, jobs given up while polled or whose
+    download failed, and (only when told) submits in doubt. Done jobs stay done.
+
+    Returns:
+        How many rows were reopened.
+    """
+    states = ["rejected", "submitted", *(["ambiguous"] if ambiguous else [])]
+    rows = await journal.execute(
+        "reopen",
+        "UPDATE pollkit_jobs SET settled = false, settled_at = NULL WHERE settled"
+        " AND state = ANY(%s) AND spec_key = ANY(%s) RETURNING 1",
+        (states, list(keys)),
+    )
+    return len(rows)
 
 
 async def claim(journal: PostgresJournal, runner_id: str, limit: int) -> list[Claimed]:

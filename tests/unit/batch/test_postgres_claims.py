@@ -111,3 +111,28 @@ async def test_a_lapsed_runner_loses_its_jobs_and_its_writes_change_nothing(
     assert not await claims.settle(old, "k002", 1)
     assert await claims.settle(new, "k002", 2)
     assert await claims.unsettled(new) == 1
+
+
+async def test_a_rerun_reopens_what_did_not_end_done_and_doubts_only_when_told(
+    pair: tuple[PostgresJournal, PostgresJournal],
+) -> None:
+    journal, _ = pair
+    await claims.load(journal, "sim", rows(4))
+    for key, state in zip(
+        ("k000", "k001", "k002", "k003"),
+        ("done", "rejected", "ambiguous", "submitted"),
+        strict=True,
+    ):
+        await journal.execute(
+            "set",
+            "UPDATE pollkit_jobs SET state = %s, settled = true WHERE spec_key = %s",
+            (state, key),
+        )
+    keys = [key for key, _, _ in rows(4)]
+    assert await claims.reopen(journal, keys, ambiguous=False) == 2  # rejected, submitted
+    assert await claims.reopen(journal, keys, ambiguous=True) == 1  # and now the doubt
+    open_rows = await journal.execute(
+        "read", "SELECT spec_key FROM pollkit_jobs WHERE NOT settled ORDER BY 1"
+    )
+    assert open_rows == [("k001",), ("k002",), ("k003",)]
+    assert await claims.reopen(journal, ["elsewhere"], ambiguous=True) == 0

@@ -198,7 +198,7 @@ class Runner:
 
     async def _follow(self, scheduler: Scheduler) -> None:
         """Hand the scheduler, as events, the jobs other runners finished since last time."""
-        finished, self._since = await self.journal.finished_since(self.id, self._since)
+        finished, self._since = await claims.finished_since(self.journal, self.id, self._since)
         for entry, owner in finished:
             if entry.key in self._followed:
                 continue
@@ -218,7 +218,9 @@ class Runner:
             room = self.journal.capacity - len(fences)
             got: list[claims.Claimed] = []
             if room > 0 and self._lease_valid():
-                got = await claims.claim(self.journal, self.id, min(room, self.claim_batch))
+                got = await claims.claim(
+                    self.journal, self.id, min(room, self.claim_batch), list(fences)
+                )
             for row in got:
                 fences[row.key] = row.fence
                 if row.state == "pending":

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pollkit.batch.journal._pg_schema import PENDING
+from pollkit.batch.journal._pg_schema import PENDING, WITH_OUTPUTS, entry_of
+from pollkit.batch.journal._records import JournalEntry
 from pollkit.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ __all__ = [
     "BatchView",
     "Claimed",
     "claim",
+    "finished_since",
     "heartbeat",
     "load",
     "register",
@@ -59,7 +61,9 @@ async def register(
     await journal.execute(
         "register runner",
         "INSERT INTO pollkit_runners (runner_id, host, pid, started_at, heartbeat_at,"
-        " lease_until) VALUES (%s, %s, %s, now(), now(), now() + make_interval(secs => %s))",
+        " lease_until) VALUES (%s, %s, %s, now(), now(), now() + make_interval(secs => %s))"
+        # Repeated after a lost reply (a server restart), it must not fail.
+        " ON CONFLICT (runner_id) DO UPDATE SET lease_until = excluded.lease_until",
         (runner_id, host, pid, lease),
     )
 
@@ -155,19 +159,27 @@ async def reopen(journal: PostgresJournal, keys: Sequence[str], *, ambiguous: bo
     return len(rows)
 
 
-async def claim(journal: PostgresJournal, runner_id: str, limit: int) -> list[Claimed]:
-    """Take up to `limit` rows nobody live owns and nobody has settled, oldest first."""
+async def claim(
+    journal: PostgresJournal, runner_id: str, limit: int, held: Sequence[str] = ()
+) -> list[Claimed]:
+    """Take up to `limit` rows nobody live owns and nobody has settled, oldest first.
+
+    Rows this runner owns but does not hold (`held`: those it knows) are taken again too: a
+    claim whose reply was lost (the server restarted after committing it) must not leave its
+    rows owned by a live runner that does not know it has them.
+    """
     rows = await journal.execute(
         "claim",
         "WITH picked AS (SELECT j.spec_key FROM pollkit_jobs j WHERE NOT j.settled"
-        " AND j.owner IS DISTINCT FROM %s AND (j.owner IS NULL OR NOT EXISTS ("
-        f" SELECT 1 FROM pollkit_runners r WHERE r.runner_id = j.owner AND {_LIVE}))"
+        " AND (j.owner IS NULL OR (j.owner = %s AND NOT j.spec_key = ANY(%s))"
+        " OR (j.owner <> %s AND NOT EXISTS ("
+        f" SELECT 1 FROM pollkit_runners r WHERE r.runner_id = j.owner AND {_LIVE})))"
         " ORDER BY j.seq LIMIT %s FOR UPDATE SKIP LOCKED)"
         " UPDATE pollkit_jobs j SET owner = %s, fence = j.fence + 1, claimed_at = now(),"
         " state = CASE WHEN j.state = 'submitting' THEN 'ambiguous' ELSE j.state END"
         " FROM picked WHERE j.spec_key = picked.spec_key"
         " RETURNING j.spec_key, j.spec, j.fence, j.state",
-        (runner_id, limit, runner_id),
+        (runner_id, list(held), runner_id, limit, runner_id),
     )
     return [Claimed(key, json.loads(spec), fence, state) for key, spec, fence, state in rows]
 
@@ -245,3 +257,26 @@ async def view(journal: PostgresJournal) -> BatchView:
         oldest=tuple(oldest[0]) if oldest else None,
         stuck=[tuple(s) for s in stuck],
     )
+
+
+async def finished_since(
+    journal: PostgresJournal, runner_id: str, since: datetime | None
+) -> tuple[list[tuple[JournalEntry, str | None]], datetime]:
+    """The jobs other runners finished since `since` (server time), with who finished
+    them, and the server's time now: a driver that joins the batch follows it with these.
+
+    Returns:
+        ((entry, owner) oldest first, now). Rows settled a little before `since` may come
+        again (a commit can land after a later one): the caller skips those it has seen.
+    """
+    rows = await journal.execute(
+        "follow the batch",
+        f"SELECT {WITH_OUTPUTS}, j.owner, now() FROM pollkit_jobs j WHERE j.settled"
+        " AND j.owner IS DISTINCT FROM %s AND (%s::timestamptz IS NULL"
+        " OR j.settled_at > %s::timestamptz - interval '5 seconds') ORDER BY j.settled_at",
+        (runner_id, since, since),
+    )
+    if not rows:
+        now = await journal.execute("follow the batch", "SELECT now()")
+        return [], now[0][0]
+    return [(entry_of(row[:14]), row[14]) for row in rows], rows[-1][15]

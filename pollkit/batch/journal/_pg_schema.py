@@ -1,17 +1,37 @@
-"""The PostgreSQL journal's tables, its schema version, and DSNs made safe to show.
+"""The PostgreSQL journal's tables, its schema version, its rows read back as entries, and
+DSNs made safe to show.
 
-No psycopg here: the DSN helpers serve `open_journal` and the command line, which must work
-without the ``postgres`` extra installed.
+No psycopg import here: the DSN helpers serve `open_journal` and the command line, which must
+work without the ``postgres`` extra installed.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import re
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pollkit.batch.journal._records import STATES
+from pollkit.batch.journal._records import STATES, JournalEntry, JournalOutput
+from pollkit.errors import ConfigurationError
 
-__all__ = ["APPLICATION", "PG_SCHEMA", "PG_SCHEMA_VERSION", "is_postgres_url", "redact_dsn"]
+__all__ = [
+    "APPLICATION",
+    "ENTRY",
+    "PG_SCHEMA",
+    "PG_SCHEMA_VERSION",
+    "WITH_OUTPUTS",
+    "create_or_check",
+    "entry_of",
+    "is_postgres_url",
+    "redact_dsn",
+    "utc",
+]
+
+_log = logging.getLogger("pollkit.journal")
 
 PG_SCHEMA_VERSION = 1
 APPLICATION = "pollkit-journal"
@@ -73,6 +93,85 @@ PG_SCHEMA = (
         PRIMARY KEY (spec_key, idx)
     )""",
 )
+
+ENTRY = (
+    "j.spec_key, j.provider, j.spec, j.state, j.job_id, j.kind, j.status, j.native_status,"
+    " j.error, j.attempts, j.created_at, j.submitted_at, j.finished_at"
+)
+WITH_OUTPUTS = (
+    f"{ENTRY}, (SELECT COALESCE(json_agg(json_build_array(o.idx, o.path, o.size, o.sha256)"
+    " ORDER BY o.idx), '[]'::json) FROM pollkit_outputs o WHERE o.spec_key = j.spec_key)"
+)
+
+
+def utc(moment: datetime | None) -> datetime | None:
+    """`moment` in UTC (the server answers in its session time zone)."""
+    return None if moment is None else moment.astimezone(timezone.utc)
+
+
+def entry_of(row: Sequence[Any]) -> JournalEntry:
+    """A `JournalEntry` from a row of `ENTRY` (or `WITH_OUTPUTS`) columns."""
+    outputs = tuple(JournalOutput(*o) for o in row[13]) if len(row) > 13 else ()
+    created = utc(row[10])
+    assert created is not None  # NOT NULL in the schema
+    return JournalEntry(
+        key=row[0],
+        provider=row[1],
+        spec=json.loads(row[2]),
+        state=row[3],
+        job_id=row[4],
+        kind=row[5],
+        status=row[6],
+        native_status=row[7],
+        error=row[8],
+        attempts=row[9],
+        created_at=created,
+        submitted_at=utc(row[11]),
+        finished_at=utc(row[12]),
+        outputs=outputs,
+    )
+
+
+# `connection` is a psycopg ``AsyncConnection``, typed loosely: naming psycopg here, even for
+# the type checker only, would tie this module (which pollkit imports without the extra) to it.
+async def create_or_check(connection: Any, where: str) -> None:
+    """Create the schema in an empty database, or check the one there.
+
+    Args:
+        connection: An open psycopg ``AsyncConnection`` (autocommit).
+        where: The journal's redacted DSN, for messages.
+
+    Raises:
+        ConfigurationError: A journal of a newer pollkit, or a ``pollkit_schema`` table that
+            is not a journal's.
+    """
+    async with connection.transaction():
+        # One creator at a time: runners started together must not race on CREATE TABLE.
+        await connection.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+        found = await (
+            await connection.execute("SELECT to_regclass('pollkit_schema') IS NOT NULL")
+        ).fetchone()
+        if found is None or not found[0]:
+            for statement in PG_SCHEMA:
+                await connection.execute(statement)
+            await connection.execute(
+                "INSERT INTO pollkit_schema (application, version) VALUES (%s, %s)",
+                (APPLICATION, PG_SCHEMA_VERSION),
+            )
+            _log.info("journal %s: schema version %d created", where, PG_SCHEMA_VERSION)
+            return
+        row = await (
+            await connection.execute("SELECT application, version FROM pollkit_schema")
+        ).fetchone()
+    if row is None or row[0] != APPLICATION or not isinstance(row[1], int) or row[1] < 1:
+        raise ConfigurationError(f"{where} is not a pollkit journal (bad schema row)")
+    if row[1] > PG_SCHEMA_VERSION:
+        raise ConfigurationError(
+            f"journal {where} has schema version {row[1]}, written by a newer pollkit;"
+            f" this one reads up to version {PG_SCHEMA_VERSION}"
+        )
+    # Older versions would be migrated here; version 1 is the first.
+
 
 _SECRET_PARAMS = frozenset({"password", "passfile", "sslpassword"})
 

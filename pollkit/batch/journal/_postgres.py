@@ -34,15 +34,15 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from pollkit.batch.journal._pg_schema import (
-    APPLICATION,
+    ENTRY,
     PENDING,
-    PG_SCHEMA,
-    PG_SCHEMA_VERSION,
-    SCHEMA_LOCK,
+    WITH_OUTPUTS,
+    create_or_check,
+    entry_of,
     redact_dsn,
 )
 from pollkit.batch.journal._protocol import ClaimLost
-from pollkit.batch.journal._records import STATES, JournalEntry, JournalOutput, canonical_json
+from pollkit.batch.journal._records import STATES, JournalEntry, canonical_json
 from pollkit.errors import ConfigurationError, StorageError
 from pollkit.models import Status
 
@@ -51,45 +51,11 @@ __all__ = ["PostgresJournal"]
 _log = logging.getLogger("pollkit.journal")
 
 _TERMINAL = (Status.COMPLETE.value, Status.ERROR.value, Status.CANCELED.value)
-_ENTRY = (
-    "j.spec_key, j.provider, j.spec, j.state, j.job_id, j.kind, j.status, j.native_status,"
-    " j.error, j.attempts, j.created_at, j.submitted_at, j.finished_at"
-)
-_WITH_OUTPUTS = (
-    f"{_ENTRY}, (SELECT COALESCE(json_agg(json_build_array(o.idx, o.path, o.size, o.sha256)"
-    " ORDER BY o.idx), '[]'::json) FROM pollkit_outputs o WHERE o.spec_key = j.spec_key)"
-)
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    return None if moment is None else moment.astimezone(timezone.utc)
 
 
 def _as_utc(moment: datetime) -> datetime:
     # A naive datetime is taken as UTC, as everywhere in pollkit.
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
-
-
-def _entry(row: Sequence[Any]) -> JournalEntry:
-    outputs = tuple(JournalOutput(*o) for o in row[13]) if len(row) > 13 else ()
-    created = _utc(row[10])
-    assert created is not None  # NOT NULL in the schema
-    return JournalEntry(
-        key=row[0],
-        provider=row[1],
-        spec=json.loads(row[2]),
-        state=row[3],
-        job_id=row[4],
-        kind=row[5],
-        status=row[6],
-        native_status=row[7],
-        error=row[8],
-        attempts=row[9],
-        created_at=created,
-        submitted_at=_utc(row[11]),
-        finished_at=_utc(row[12]),
-        outputs=outputs,
-    )
 
 
 def _not_empty(name: str, value: str) -> None:
@@ -214,32 +180,8 @@ class PostgresJournal:
         await self.aclose()
 
     async def _prepare(self) -> None:
-        async with self._pool.connection() as connection, connection.transaction():
-            # One creator at a time: runners started together must not race on CREATE TABLE.
-            await connection.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-            found = await (
-                await connection.execute("SELECT to_regclass('pollkit_schema') IS NOT NULL")
-            ).fetchone()
-            if found is None or not found[0]:
-                for statement in PG_SCHEMA:
-                    await connection.execute(statement)
-                await connection.execute(
-                    "INSERT INTO pollkit_schema (application, version) VALUES (%s, %s)",
-                    (APPLICATION, PG_SCHEMA_VERSION),
-                )
-                _log.info("journal %s: schema version %d created", self.where, PG_SCHEMA_VERSION)
-                return
-            row = await (
-                await connection.execute("SELECT application, version FROM pollkit_schema")
-            ).fetchone()
-        if row is None or row[0] != APPLICATION or not isinstance(row[1], int) or row[1] < 1:
-            raise ConfigurationError(f"{self.where} is not a pollkit journal (bad schema row)")
-        if row[1] > PG_SCHEMA_VERSION:
-            raise ConfigurationError(
-                f"journal {self.where} has schema version {row[1]}, written by a newer pollkit;"
-                f" this one reads up to version {PG_SCHEMA_VERSION}"
-            )
-        # Older versions would be migrated here; version 1 is the first.
+        async with self._pool.connection() as connection:
+            await create_or_check(connection, self.where)
 
     async def aclose(self) -> None:
         """Close the pool. Idempotent."""
@@ -249,12 +191,18 @@ class PostgresJournal:
     # --- statements ------------------------------------------------------------------------
 
     async def execute(
-        self, operation: str, sql: str, params: Sequence[Any] = ()
+        self,
+        operation: str,
+        sql: str,
+        params: Sequence[Any] = (),
+        *,
+        repeats: list[float] | None = None,
     ) -> list[tuple[Any, ...]]:
         """Run one statement (autocommit); its rows (none for a statement without any).
 
         A lost connection is retried until `reconnect_timeout`: every statement pollkit
-        sends finds in its ``WHERE`` whether it was already done.
+        sends finds in its ``WHERE`` whether it was already done. Each time it is sent
+        again, the seconds waited are appended to `repeats` (the first may have committed).
 
         Raises:
             StorageError: The server refused it, or stayed away too long.
@@ -279,6 +227,8 @@ class PostgresJournal:
                     ) from exc
                 if delay == 0.05:
                     _log.warning("journal %s: %s; waiting for the server", self.where, exc)
+                if repeats is not None:
+                    repeats.append(waited)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
             except psycopg.Error as exc:
@@ -334,10 +284,10 @@ class PostgresJournal:
             return None
         rows = await self.execute(
             "get",
-            f"SELECT {_WITH_OUTPUTS} FROM pollkit_jobs j WHERE j.spec_key = %s AND j.state <> %s",
+            f"SELECT {WITH_OUTPUTS} FROM pollkit_jobs j WHERE j.spec_key = %s AND j.state <> %s",
             (key, PENDING),
         )
-        return _entry(rows[0]) if rows else None
+        return entry_of(rows[0]) if rows else None
 
     async def entries(self, states: Collection[str] | None = None) -> list[JournalEntry]:
         """Every entry (or those in `states`) in the order first written; a fenced runner
@@ -360,10 +310,10 @@ class PostgresJournal:
             params.append(list(self.fences))
         rows = await self.execute(
             "list entries",
-            f"SELECT {_WITH_OUTPUTS} FROM pollkit_jobs j WHERE {where} ORDER BY j.seq",
+            f"SELECT {WITH_OUTPUTS} FROM pollkit_jobs j WHERE {where} ORDER BY j.seq",
             params,
         )
-        return [_entry(row) for row in rows]
+        return [entry_of(row) for row in rows]
 
     async def counts(self) -> dict[str, int]:
         """How many entries are in each state (every state present, zero included)."""
@@ -395,14 +345,14 @@ class PostgresJournal:
             " ON CONFLICT (spec_key) DO UPDATE SET state = 'submitting', attempts = 1,"
             " updated_at = now() WHERE j.state = %s AND j.spec = excluded.spec"
             f" AND j.provider = excluded.provider{fence.replace('fence', 'j.fence')}"
-            f" RETURNING {_ENTRY}",
+            f" RETURNING {ENTRY}",
             (key, provider, text, PENDING, *fence_params),
         )
         if rows:
-            return _entry(rows[0])
+            return entry_of(rows[0])
         existing = await self.execute(
             "begin submit",
-            f"SELECT {_WITH_OUTPUTS}, j.fence FROM pollkit_jobs j WHERE j.spec_key = %s",
+            f"SELECT {WITH_OUTPUTS}, j.fence FROM pollkit_jobs j WHERE j.spec_key = %s",
             (key,),
         )
         row = existing[0]
@@ -414,7 +364,7 @@ class PostgresJournal:
             )
         if self.fences is not None and self.fences.get(key) != row[14]:
             await self._why_not(key, "begin the submit of", STATES, tracked=False)
-        return _entry(row[:14])
+        return entry_of(row[:14])
 
     async def _update(
         self,
@@ -428,6 +378,7 @@ class PostgresJournal:
         extra: str = "",
         extra_params: Sequence[Any] = (),
         returning: str = "1",
+        repeats: list[float] | None = None,
     ) -> list[tuple[Any, ...]]:
         fence, fence_params = self._fence(key, action, tracked=tracked)
         return await self.execute(
@@ -435,6 +386,7 @@ class PostgresJournal:
             f"UPDATE pollkit_jobs j SET {assignments}, updated_at = now()"
             f" WHERE j.spec_key = %s AND j.state = ANY(%s){extra}{fence} RETURNING {returning}",
             (*params, key, list(allowed), *extra_params, *fence_params),
+            repeats=repeats,
         )
 
     async def record_submitted(
@@ -485,6 +437,7 @@ class PostgresJournal:
         self._fence(key, action, tracked=False)
         if self.before_submit is not None:
             await self.before_submit()
+        repeats: list[float] = []
         rows = await self._update(
             key,
             action,
@@ -492,12 +445,17 @@ class PostgresJournal:
             "state = 'submitting', attempts = j.attempts + 1",
             (),
             tracked=False,
-            returning=_ENTRY,
+            returning=ENTRY,
+            repeats=repeats,
         )
-        if not rows:
-            await self._why_not(key, action, allowed, tracked=False)
-            raise AssertionError("unreachable: _why_not raises for a row in an allowed state")
-        return _entry(rows[0])
+        if rows:
+            return entry_of(rows[0])
+        also = ("submitting",) if repeats else ()
+        await self._why_not(key, action, (*allowed, *also), tracked=False)
+        # Sent again after a lost connection, and the first one was committed: that is ours.
+        entry = await self.get(key)
+        assert entry is not None
+        return entry
 
     async def mark_ambiguous(self, key: str) -> None:
         """Record that a submit's outcome is unknown: the job may exist (``ambiguous``)."""
@@ -602,25 +560,3 @@ class PostgresJournal:
                 self.fences.pop(key, None)
             return
         await self._why_not(key, action, ("submitted", "done"), tracked=True)
-
-    async def finished_since(
-        self, runner_id: str, since: datetime | None
-    ) -> tuple[list[tuple[JournalEntry, str | None]], datetime]:
-        """The jobs other runners finished since `since` (server time), with who finished
-        them, and the server's time now: a driver that joins the batch follows it with these.
-
-        Returns:
-            ((entry, owner) oldest first, now). Rows settled a little before `since` may come
-            again (a commit can land after a later one): the caller skips those it has seen.
-        """
-        rows = await self.execute(
-            "follow the batch",
-            f"SELECT {_WITH_OUTPUTS}, j.owner, now() FROM pollkit_jobs j WHERE j.settled"
-            " AND j.owner IS DISTINCT FROM %s AND (%s::timestamptz IS NULL"
-            " OR j.settled_at > %s::timestamptz - interval '5 seconds') ORDER BY j.settled_at",
-            (runner_id, since, since),
-        )
-        if not rows:
-            now = await self.execute("follow the batch", "SELECT now()")
-            return [], now[0][0]
-        return [(_entry(row[:14]), row[14]) for row in rows], rows[-1][15]

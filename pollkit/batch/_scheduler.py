@@ -28,7 +28,14 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+)
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,7 +43,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pollkit._aio import wait_event
 from pollkit.batch._submits import Submitter
-from pollkit.batch.journal._protocol import Journal
+from pollkit.batch.journal._protocol import ClaimLost, Journal
 from pollkit.batch.journal._records import JournalEntry, spec_key
 from pollkit.core.cadence import DurationModel, PollHints, batch_poll_delay, learned_delay
 from pollkit.core.ratelimit import TokenBucket
@@ -112,6 +119,15 @@ def _files_present(entry: JournalEntry) -> bool:
     return True
 
 
+async def _each(items: Iterable[_T] | AsyncIterable[_T]) -> AsyncIterator[_T]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+
+
 def _group(provider: str, kind: str | None) -> str:
     return f"{provider}:{kind or '-'}"
 
@@ -181,9 +197,22 @@ class Scheduler:
 
     def _reap(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None and self._fatal is None:
-            self._fatal = task.exception()
+        error = None if task.cancelled() else task.exception()
+        if isinstance(error, ClaimLost):
+            self._drop(error)
+            return
+        if error is not None and self._fatal is None:
+            self._fatal = error
             self._queue.put_nowait(None)
+
+    def _drop(self, lost: ClaimLost) -> None:
+        """Another runner owns the job now (a shared journal): it is theirs to finish, and
+        this runner may claim it again later."""
+        _log.warning("dropping a job: %s", lost)
+        self._keys.discard(lost.key)
+        if lost.tracked:
+            self._counters.tracked -= 1
+            self._maybe_finished()
 
     def _emit(self, event: Event) -> None:
         if self.on_event is not None:
@@ -216,8 +245,12 @@ class Scheduler:
 
     # --- the run --------------------------------------------------------------------------
 
-    async def events(self, items: Iterable[BatchItem]) -> AsyncIterator[Event]:
-        """Run the batch; yield every event, ending when every item is done or failed."""
+    async def events(
+        self, items: Iterable[BatchItem] | AsyncIterable[BatchItem]
+    ) -> AsyncIterator[Event]:
+        """Run the batch; yield every event, ending when every item is done or failed.
+
+        `items` may arrive over time (an async iterable: the jobs a runner claims)."""
         if self.journal is not None:
             stale = await self.journal.entries({"submitting"})
             for entry in stale:
@@ -241,9 +274,9 @@ class Scheduler:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._submits.drain()
 
-    async def _feed(self, items: Iterable[BatchItem]) -> None:
+    async def _feed(self, items: Iterable[BatchItem] | AsyncIterable[BatchItem]) -> None:
         slots = asyncio.Semaphore(self.concurrency)
-        for item in items:
+        async for item in _each(items):
             await slots.acquire()
             self._counters.admitting += 1
 
@@ -443,8 +476,11 @@ class Scheduler:
             found = states.get(job.job_id)
             if found is None:
                 missing.append(job)
-            else:
+                continue
+            try:
                 await self._observed(job, found, PollHints())
+            except ClaimLost as lost:  # one job lost must not lose the others of the list
+                self._drop(lost)
         # Not in the list (another type, beyond the page, deleted): ask about each on its own,
         # now. Pushed back on the heap instead, a job the list never shows would be listed
         # again with the next due jobs, and again, in a loop of list requests.

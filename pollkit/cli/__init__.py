@@ -16,6 +16,7 @@ __all__ = ["ExitCode", "build_parser", "main"]
 _COMMANDS = {
     "demo": "pollkit.cli.demo",
     "run": "pollkit.cli.run",
+    "batch": "pollkit.cli.batch",
     "sim": "pollkit.cli.sim",
     "check-result": "pollkit.cli.check_result",
     "download": "pollkit.cli.download",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import sys
 from collections import Counter
@@ -11,6 +12,8 @@ from typing import Any
 
 from pollkit.batch._jsonl import read_batch
 from pollkit.batch._scheduler import BatchItem
+from pollkit.batch.journal._open import postgres_journal
+from pollkit.batch.journal._pg_schema import is_postgres_url
 from pollkit.cli._common import ExitCode, fail, key_from, run_until_interrupted
 from pollkit.client._async import AsyncClient
 from pollkit.errors import (
@@ -46,7 +49,11 @@ Bad lines are reported with their numbers before anything is sent.
 
 The journal (default: DIR/.pollkit/journal.sqlite) records every job before it is submitted:
 run the same command again after a crash or Ctrl-C and it resumes, submitting nothing twice.
-One run at a time uses a journal: a second one refuses at once (exit 75). A submit answered
+One run at a time uses an SQLite journal: a second one refuses at once (exit 75). With
+--journal postgresql://… (pip install 'pollkit[postgres]') the same command started several
+times, on any machines, shares the batch: each runner claims jobs, heartbeats every
+--heartbeat s, and loses its jobs to the others --lease s after its last heartbeat; see
+`pollkit batch status`. A submit answered
 500, 502 or 504, or cut off after it was sent, may have created its job: Magic Hour cannot be
 asked, so it is reported and sent again only with --resubmit-ambiguous. Submits that never
 left (connection refused, DNS, TLS) and 429/503 answers are retried. When work is left undone
@@ -91,6 +98,24 @@ def register(sub: Any) -> None:
         "--journal", default=None, help="journal file (default: DIR/.pollkit/journal.sqlite)"
     )
     parser.add_argument("--no-journal", action="store_true", help="keep no journal")
+    parser.add_argument(
+        "--heartbeat",
+        type=float,
+        default=10.0,
+        help="with a postgresql:// journal: seconds between this runner's heartbeats",
+    )
+    parser.add_argument(
+        "--join",
+        action="store_true",
+        help="with a postgresql:// journal: also report the jobs other runners finish",
+    )
+    parser.add_argument(
+        "--lease",
+        type=float,
+        default=30.0,
+        help="with a postgresql:// journal: seconds without a heartbeat before other runners"
+        " take this runner's jobs",
+    )
     parser.add_argument("--timeout", type=float, default=None, help="deadline per job, seconds")
     parser.add_argument(
         "--resubmit-ambiguous",
@@ -111,7 +136,11 @@ async def _run(
 ) -> None:
     journal: Any = False if args.no_journal else (args.journal or True)
     show = sys.stderr.isatty() if args.progress is None else args.progress
-    async with AsyncClient(provider, cadence=Cadence()) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        if is_postgres_url(journal):
+            settings = {"heartbeat": args.heartbeat, "lease": args.lease}
+            journal = await stack.enter_async_context(postgres_journal(journal, **settings))
+        client = await stack.enter_async_context(AsyncClient(provider, cadence=Cadence()))
         async for result in client.run(
             items,
             download_directory=args.download_dir,
@@ -121,6 +150,7 @@ async def _run(
             timeout=args.timeout,
             resubmit_ambiguous=args.resubmit_ambiguous,
             progress=show,
+            join=args.join,
         ):
             results.append(result)
 
@@ -225,6 +255,12 @@ def run(args: argparse.Namespace) -> int:
         )
     except PollkitError as exc:
         return fail("run", exc, ExitCode.JOB_ERROR)
+    if is_postgres_url(args.journal):
+        # Several runners share the batch: this one reports the jobs it finished (all of
+        # them with --join); the batch's own progress is `pollkit batch status`.
+        who = "the batch" if args.join else "this runner"
+        print(f"{who}: {_summary(results, len(items) if args.join else len(results))}")
+        return ExitCode.OK if all(r.ok for r in results) else ExitCode.JOB_ERROR
     print(_summary(results, len(items)))
     left, resubmit = _undone(results, len(items))
     if left:

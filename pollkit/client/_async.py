@@ -12,6 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from pollkit.batch._runner import batch_events
 from pollkit.batch._scheduler import BatchItem, Scheduler
 from pollkit.batch.journal._open import JournalArgument, open_journal
 from pollkit.client._engine import Engine
@@ -471,6 +472,7 @@ class AsyncClient:
         resubmit_ambiguous: bool = False,
         on_event: Callable[[Event], None] | None = None,
         progress: bool | ProgressSink = False,
+        join: bool = False,
     ) -> AsyncGenerator[Event, None]:
         """Run a batch and yield every event of it; see `run` for the arguments."""
         directory = resolve_directory(download_directory, self._downloader.policy)
@@ -498,7 +500,7 @@ class AsyncClient:
                     refresher=self._refresher,
                     rng=self._rng,
                 )
-                async for event in scheduler.events(items):
+                async for event in batch_events(scheduler, book, items, join=join):
                     yield event
         finally:
             if progress is True:
@@ -518,6 +520,7 @@ class AsyncClient:
         resubmit_ambiguous: bool = False,
         on_event: Callable[[Event], None] | None = None,
         progress: bool | ProgressSink = False,
+        join: bool = False,
     ) -> AsyncGenerator[Result, None]:
         """Submit a batch, wait for every job and download their outputs; yield results as
         jobs finish (``async for result in client.run(specs, download_directory="out")``).
@@ -548,12 +551,16 @@ class AsyncClient:
             on_event: Called with every `Event` (submitted, status, progress, downloads, done,
                 failed).
             progress: True for tqdm bars (jobs with counts per status, and bytes), or a sink.
+            join: With a ``postgresql://`` journal that several runners share: also yield the
+                results of the jobs the other runners finish, so that this call yields every
+                job of the batch (their files are where those runners saved them).
 
         Raises:
             AuthenticationError: The API key was refused (nothing else would work either).
                 Submits already on the wire are let finish and recorded first.
             JournalBusy: Another live run holds the journal; nothing was sent.
-            ConfigurationError: `journal` is a URL pollkit cannot open (``postgresql://…``).
+            ConfigurationError: `journal` is a URL pollkit cannot open (any but
+                ``postgresql://…``), or `join` without a ``postgresql://`` journal.
         """
         async for event in self.events(
             items,
@@ -567,6 +574,7 @@ class AsyncClient:
             resubmit_ambiguous=resubmit_ambiguous,
             on_event=on_event,
             progress=progress,
+            join=join,
         ):
             if event.result is not None and event.kind in ("done", "failed"):
                 yield event.result

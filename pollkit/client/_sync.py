@@ -204,6 +204,7 @@ class Client:
         resubmit_ambiguous: bool = False,
         on_event: Callable[[Event], None] | None = None,
         progress: bool | ProgressSink = False,
+        join: bool = False,
     ) -> Iterator[Event]:
         """See `AsyncClient.events`: every event of a batch, as it happens.
 
@@ -222,6 +223,7 @@ class Client:
                 resubmit_ambiguous=resubmit_ambiguous,
                 on_event=on_event,
                 progress=progress,
+                join=join,
             )
         )
 
@@ -239,6 +241,7 @@ class Client:
         resubmit_ambiguous: bool = False,
         on_event: Callable[[Event], None] | None = None,
         progress: bool | ProgressSink = False,
+        join: bool = False,
     ) -> Iterator[Result]:
         """See `AsyncClient.run`: yields results as jobs finish.
 
@@ -257,6 +260,7 @@ class Client:
                 resubmit_ambiguous=resubmit_ambiguous,
                 on_event=on_event,
                 progress=progress,
+                join=join,
             )
         )
 

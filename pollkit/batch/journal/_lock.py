@@ -8,8 +8,9 @@ lock file). The kernel releases the lock when its holder dies, even by SIGKILL, 
 left by a dead run is taken over without any check of pids or clocks. (Several runners on one
 batch is what a PostgreSQL journal is for.)
 
-`check_journal_location` refuses a ``--journal`` value that is a URL pollkit cannot open,
-rather than creating a file named after it.
+`check_journal_location` refuses a ``--journal`` value that is a URL pollkit cannot open
+(any but ``postgresql://``, which `open_journal` opens before it gets here), rather than
+creating a file named after it.
 """
 
 from __future__ import annotations
@@ -42,15 +43,15 @@ def check_journal_location(location: str | os.PathLike[str]) -> Path:
         It as a `Path`.
 
     Raises:
-        ConfigurationError: It looks like a URL (``scheme://…``): only SQLite files can be
-            opened today. The message names the scheme only, since a URL may hold a password.
+        ConfigurationError: It looks like a URL (``scheme://…``) other than a PostgreSQL one.
+            The message names the scheme only, since a URL may hold a password.
     """
     text = os.fspath(location)
     match = _URL.match(text)
     if match:
         raise ConfigurationError(
             f"journal: cannot open a {match.group(1)}:// journal; pollkit keeps journals in"
-            " SQLite files only (give a file path)"
+            " SQLite files (give a file path) or PostgreSQL (a postgresql:// URL)"
         )
     return Path(text)
 

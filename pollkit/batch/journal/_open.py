@@ -6,19 +6,45 @@ import contextlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pollkit.batch.journal._lock import JournalLock, check_journal_location
+from pollkit.batch.journal._pg_schema import is_postgres_url, redact_dsn
 from pollkit.batch.journal._protocol import Journal
 from pollkit.batch.journal._records import default_journal_path
 from pollkit.batch.journal._sqlite import SQLiteJournal
 from pollkit.batch.journal._threaded import ThreadedJournal
 from pollkit.errors import ConfigurationError
 
-__all__ = ["JournalArgument", "open_journal"]
+if TYPE_CHECKING:
+    from pollkit.batch.journal._postgres import PostgresJournal
 
-#: ``True`` (the default file in the download directory), a path, an `SQLiteJournal`, any
-#: `Journal`, or ``False`` for none.
+__all__ = ["JournalArgument", "open_journal", "postgres_journal"]
+
+#: ``True`` (the default file in the download directory), a path, a ``postgresql://`` URL, an
+#: `SQLiteJournal`, any `Journal`, or ``False`` for none.
 JournalArgument = Journal | SQLiteJournal | str | os.PathLike[str] | bool
+
+
+def postgres_journal(url: str, **settings: Any) -> PostgresJournal:
+    """A `PostgresJournal` for `url` (not yet open), importing the optional backend.
+
+    Args:
+        url: A ``postgresql://`` URL.
+        settings: `PostgresJournal`'s keyword arguments (heartbeat, lease, capacity…).
+
+    Raises:
+        ConfigurationError: The ``postgres`` extra is not installed (the message says how),
+            or a setting is bad.
+    """
+    try:  # the extra is optional: pollkit without it still imports
+        from pollkit.batch.journal._postgres import PostgresJournal
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"journal {redact_dsn(url)}: a PostgreSQL journal needs the postgres extra:"
+            " pip install 'pollkit[postgres]'"
+        ) from exc
+    return PostgresJournal(url, **settings)
 
 
 @contextlib.asynccontextmanager
@@ -40,6 +66,14 @@ async def open_journal(journal: JournalArgument, directory: Path) -> AsyncIterat
         return
     if isinstance(journal, Journal):
         yield journal
+        return
+    if is_postgres_url(journal):
+        assert isinstance(journal, str)
+        shared = await postgres_journal(journal).open()
+        try:
+            yield shared
+        finally:
+            await shared.aclose()
         return
     if journal is True:
         where = default_journal_path(directory)

@@ -9,7 +9,8 @@ The rules every backend keeps (the life of an entry is drawn in
 `pollkit.batch.journal._records`): a method returns once its write is durable, so that the
 entry saying "about to submit" exists before the request leaves; a transition the life does not
 allow raises `ConfigurationError` instead of losing a job id; a key the journal does not know
-raises `KeyError`; a refusal of the store itself raises `StorageError`.
+raises `KeyError`; a refusal of the store itself raises `StorageError`. A journal shared by
+runners also raises `ClaimLost` for a write to a job that another runner has claimed since.
 """
 
 from __future__ import annotations
@@ -19,8 +20,25 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from pollkit.batch.journal._records import JournalEntry
+from pollkit.errors import PollkitError
 
-__all__ = ["Journal"]
+__all__ = ["ClaimLost", "Journal"]
+
+
+class ClaimLost(PollkitError):
+    """A runner's write was refused: another runner claimed the job since (its fence moved).
+
+    The runner drops the job and leaves it to its new owner; nothing was written.
+
+    Attributes:
+        key: The spec's key.
+        tracked: The job was being polled (its write was a status, output or done).
+    """
+
+    def __init__(self, *, key: str, action: str, tracked: bool, reason: str) -> None:
+        super().__init__(f"journal: cannot {action} key {key!r}: this runner lost it ({reason})")
+        self.key = key
+        self.tracked = tracked
 
 
 @runtime_checkable

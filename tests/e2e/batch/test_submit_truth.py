@@ -272,7 +272,7 @@ def test_a_journal_left_by_a_killed_run_is_taken_over(tmp_path: Path) -> None:
         pass
 
 
-@pytest.mark.parametrize("value", ["postgresql://user:s3cret@db/pollkit", "sqlite:///x.db"])
+@pytest.mark.parametrize("value", ["sqlite://user:s3cret@db/x.db", "sqlite:///x.db"])
 def test_a_journal_url_pollkit_cannot_open_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
 ) -> None:
@@ -284,3 +284,16 @@ def test_a_journal_url_pollkit_cannot_open_is_refused(
     assert "s3cret" not in err
     assert not (tmp_path / "out").exists()
     assert not list(Path.cwd().glob("*sqlite*"))
+
+
+def test_an_unreachable_postgresql_journal_fails_without_showing_its_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    batch = write_batch(tmp_path / "jobs.jsonl", 1)
+    url = "postgresql://user:s3cret@127.0.0.1:9/pollkit"  # nothing listens on port 9
+    argv = ["run", str(batch), "--download-dir", str(tmp_path / "out"), "--journal", url]
+    assert main([*argv, "--api-key", "k", "--base-url", "http://127.0.0.1:9"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot connect to the journal" in err
+    assert "postgresql://user:***@127.0.0.1:9/pollkit" in err
+    assert "s3cret" not in err

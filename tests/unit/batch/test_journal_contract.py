@@ -1,5 +1,6 @@
 """The `Journal` protocol's contract: what every backend must do, through the async API the
-scheduler uses. Each backend joins the `journal` fixture's parameters (SQLite today)."""
+scheduler uses. Each backend joins the `journal` fixture's parameters: SQLite, and PostgreSQL on
+a real server (a fresh database per test)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,16 @@ T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 SPEC = {"tool": "ai-image-generator", "style": {"prompt": "a fox"}}
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 async def journal(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Journal]:
-    backend = ThreadedJournal(SQLiteJournal(tmp_path / "journal.sqlite"), close_store=True)
+    backend: Journal
+    if request.param == "postgresql":
+        from pollkit.batch.journal._postgres import PostgresJournal
+
+        dsn = request.getfixturevalue("postgres_dsn")
+        backend = await PostgresJournal(dsn).open()
+    else:
+        backend = ThreadedJournal(SQLiteJournal(tmp_path / "journal.sqlite"), close_store=True)
     try:
         yield backend
     finally:

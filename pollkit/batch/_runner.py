@@ -221,14 +221,20 @@ class Runner:
                 got = await claims.claim(
                     self.journal, self.id, min(room, self.claim_batch), list(fences)
                 )
+            new = []
             for row in got:
+                # A row this runner still works on comes back when its lease lapsed (a
+                # database restart) and nobody live took it meanwhile: the job goes on here
+                # under the new fence, and is not handed to the scheduler a second time.
+                if row.key not in fences:
+                    new.append(row)
                 fences[row.key] = row.fence
                 if row.state == "pending":
                     self.journal.fresh.add(row.key)
                 if row.state == "ambiguous":
                     _log.info("runner %s: claimed %s with its submit in doubt", self.id, row.key)
             self.claims += len(got)
-            for row in got:
+            for row in new:
                 yield (row.key, row.spec)
             if got:
                 continue

@@ -53,6 +53,8 @@ CLIENTS = ("pollkit", "sdk", "fixed")
 LABELS = {
     "pollkit": "pollkit run",
     "pollkit-journal": "pollkit run, journal on",
+    "pollkit-run": "pollkit run (submits), journal on",
+    "pollkit-run-nojournal": "pollkit run (submits), no journal",
     "pollkit-check": "pollkit check_result ×N (stub)",
     "sdk": "magic-hour SDK",
     "fixed": "aiohttp, fixed 1 s",
@@ -277,10 +279,20 @@ def main() -> None:
         action="store_true",
         help="run pollkit with its journal (a sqlite file in the download directory)",
     )
+    parser.add_argument(
+        "--pollkit-submits",
+        action="store_true",
+        help="let pollkit's run submit the specs itself (journal on) instead of adopting ids",
+    )
+    parser.add_argument(
+        "--no-journal", action="store_true", help="with --pollkit-submits: no journal"
+    )
     parser.add_argument("--write-readme", action="store_true")
     args = parser.parse_args()
     if args.pollkit_stub:
         pollkit_mode = "pollkit-check"
+    elif args.pollkit_submits:
+        pollkit_mode = "pollkit-run" if not args.no_journal else "pollkit-run-nojournal"
     elif "pollkit" in args.clients and not _pollkit_has_run():
         sys.exit("pollkit.AsyncClient has no run() yet: use --pollkit-stub")
     else:

@@ -37,8 +37,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pollkit._aio import wait_event
 from pollkit.batch._journal import Journal, JournalEntry, spec_key
+from pollkit.batch._learning import BatchLearning
 from pollkit.batch._submits import Submitter
-from pollkit.core.cadence import DurationModel, PollHints, batch_poll_delay, learned_delay
+from pollkit.core.cadence import DurationModel, PollHints
 from pollkit.core.ratelimit import TokenBucket
 from pollkit.core.retry import retry_after_of
 from pollkit.display._progress import NullProgress, ProgressSink
@@ -109,10 +110,6 @@ def _files_present(entry: JournalEntry) -> bool:
     return True
 
 
-def _group(provider: str, kind: str | None) -> str:
-    return f"{provider}:{kind or '-'}"
-
-
 class Scheduler:
     """Runs one batch. Created by `AsyncClient.run`; not reusable."""
 
@@ -174,6 +171,15 @@ class Scheduler:
         self._fatal: BaseException | None = None
         self._keys: set[str] = set()
         self._submits = Submitter(self, lookup_retry=self._poll_retry)
+        # When to poll: the schedule solved from the durations learned (pollkit.core.learning).
+        self._learning = BatchLearning(
+            self.provider.name,
+            cadence,
+            durations,
+            running=self._running,
+            on_schedule=self._relearn,
+            spawn=self._spawn,
+        )
 
     # --- plumbing -----------------------------------------------------------------------
 
@@ -402,10 +408,7 @@ class Scheduler:
         self._emit(Event("failed", key, None, state=state, result=result, error=error))
 
     def _first_delay(self, kind: str | None) -> float:
-        samples = self.durations.samples(_group(self.provider.name, kind))
-        learned = learned_delay(self.cadence, age=0.0, durations=samples) if samples else None
-        base = learned if learned is not None else self.cadence.initial
-        return base * (1 + self.cadence.jitter * (2 * self.rng.random() - 1))
+        return self._learning.first_delay(kind, self.rng.random())
 
     def _track(
         self,
@@ -538,11 +541,7 @@ class Scheduler:
         age = time.monotonic() - job.since
         if state.is_terminal:
             if job.fresh:
-                group = _group(self.provider.name, job.kind)
-                usable_before = self.durations.samples(group) is not None
-                self.durations.observe(group, age)
-                if not usable_before and self.durations.samples(group) is not None:
-                    self._relearn(group)
+                self._learning.finished(job.kind, job.since, age)
             self._spawn(self._finish(job, state))
             return
         delay = self._next_delay(job, age, hints)
@@ -554,32 +553,34 @@ class Scheduler:
             return
         self._push(job, delay)
 
-    def _relearn(self, group: str) -> None:
-        """The cadence can now learn this group: bring its jobs' next polls forward to it.
+    def _running(self, group: str) -> list[tuple[float, float]]:
+        """(submitted, age) of the group's running jobs that teach the cadence."""
+        now = time.monotonic()
+        return [
+            (job.since, now - job.since)
+            for _, _, job in self._heap
+            if job.fresh and self._learning.group(job.kind) == group
+        ]
 
-        Jobs waiting in long backoff intervals would otherwise sleep past their likely end.
+    def _relearn(self, group: str) -> None:
+        """A new schedule for this group: re-time its waiting jobs' next polls by it.
+
+        Jobs would otherwise sleep past their likely end, or poll where nothing ends.
         """
         now = time.monotonic()
         entries = []
         for due, seq, job in self._heap:
-            if _group(self.provider.name, job.kind) == group and job.state is not None:
+            if self._learning.group(job.kind) == group and (job.fresh or job.polls > 0):
                 delay = self._next_delay(job, now - job.since, PollHints())
                 if delay is not None:
-                    due = min(due, now + delay)
+                    due = now + delay
             entries.append((due, seq, job))
         heapq.heapify(entries)
         self._heap = entries
         self._wake.set()
 
     def _next_delay(self, job: _Job, age: float, hints: PollHints) -> float | None:
-        return batch_poll_delay(
-            self.cadence,
-            polls=job.polls,
-            age=age,
-            hints=hints,
-            durations=self.durations.samples(_group(self.provider.name, job.kind)),
-            rand=self.rng.random(),
-        )
+        return self._learning.next_delay(job.kind, job.polls, age, hints, self.rng.random())
 
     # --- the end of a job ------------------------------------------------------------------
 

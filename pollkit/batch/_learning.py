@@ -100,7 +100,10 @@ class BatchLearning:
         """The wait before the next poll of a job of `age` seconds, or None past its deadline."""
         schedule = self._schedule(kind)
         if schedule is None:
-            return next_poll_delay(self.cadence, polls=polls, elapsed=age, hints=hints, rand=rand)
+            # A notification may have stood in for the first poll.
+            return next_poll_delay(
+                self.cadence, polls=max(polls, 1), elapsed=age, hints=hints, rand=rand
+            )
         return schedule_delay(self.cadence, schedule, age=age, hints=hints, rand=rand)
 
     def finished(self, kind: str | None, submitted: float, seconds: float) -> None:

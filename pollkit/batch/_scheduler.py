@@ -60,6 +60,7 @@ from pollkit.policies import Cadence
 
 if TYPE_CHECKING:  # the client hands its engine in: batch never imports the client
     from pollkit.client._engine import Engine
+    from pollkit.push._hub import Notifications  # likewise the push source's hub
 
 __all__ = ["BatchItem", "Scheduler"]
 
@@ -86,6 +87,10 @@ class _Job:
     state: JobState | None = None
     polls: int = 0
     failures: int = 0
+    seq: int = -1  # its live heap entry; others are stale (a push re-timed it meanwhile)
+    ended: bool = False
+    watch: asyncio.Task[None] | None = None  # following its notifications (a push source)
+    seen_at: float = 0.0  # its age at the last observation
 
 
 @dataclass(slots=True)
@@ -130,6 +135,7 @@ class Scheduler:
         progress: ProgressSink | None,
         refresher: Callable[[str, str | None], Refresh],
         rng: random.Random,
+        push: Notifications | None = None,
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be ≥ 1, got {concurrency}")
@@ -149,6 +155,7 @@ class Scheduler:
         self.progress = progress or NullProgress()
         self.refresher = refresher
         self.rng = rng
+        self.push = push
         self._bucket = TokenBucket(rate, burst=1) if rate else None
         # 429s are handled here, for the whole batch, instead of per request.
         base = engine.transport.retry
@@ -423,11 +430,36 @@ class Scheduler:
         job = _Job(key, job_id, kind, time.monotonic(), submitted_at, fresh)
         self._counters.tracked += 1
         self.progress.add_jobs(1)
+        if self.push is not None:
+            job.watch = self._spawn(self._watch(job))
+            if fresh and self.push.live:
+                # Submitted here while live: its notifications stand in for the first polls.
+                due = max(due, self.cadence.push_window)
         self._push(job, due)
 
     def _push(self, job: _Job, delay: float) -> None:
-        heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), job))
+        job.seq = next(self._seq)
+        heapq.heappush(self._heap, (time.monotonic() + delay, job.seq, job))
         self._wake.set()
+
+    async def _watch(self, job: _Job) -> None:
+        """Follow one job's notifications (a push source): each one the API confirms (or a
+        trusted source's) is observed like a poll's reply, without the poll."""
+        assert self.push is not None
+        with self.push.subscribe(job.job_id) as subscription:
+            while not job.ended:
+                pushed = await self.engine.next_pushed(
+                    subscription, self.cadence.timeout or 86400.0, job.state, job.kind
+                )
+                if job.ended:
+                    return
+                if pushed is None:
+                    if not subscription.live:
+                        self._push(job, 0.0)  # the source dropped: poll now, then the cadence
+                    continue
+                state, hints, reads = pushed
+                job.polls += reads
+                await self._observed(job, state, hints or PollHints(), polled=False)
 
     # --- polling ---------------------------------------------------------------------------
 
@@ -443,7 +475,9 @@ class Scheduler:
                 self._wake.clear()
                 await wait_event(self._wake, wait)
                 continue
-            _, _, job = heapq.heappop(self._heap)
+            _, seq, job = heapq.heappop(self._heap)
+            if seq != job.seq or job.ended:
+                continue  # re-timed since (a notification), or over
             await slots.acquire()
             limit = self.provider.batch_status_limit
             # With a list endpoint, one request also refreshes the jobs due shortly after this
@@ -452,7 +486,9 @@ class Scheduler:
             if limit > 1 and self._heap and self._heap[0][0] <= horizon:
                 due = [job]
                 while self._heap and len(due) < limit and self._heap[0][0] <= horizon:
-                    due.append(heapq.heappop(self._heap)[2])
+                    _, seq, other = heapq.heappop(self._heap)
+                    if seq == other.seq and not other.ended:
+                        due.append(other)
                 task = self._spawn(self._poll_many(due))
             else:
                 task = self._spawn(self._poll(job))
@@ -510,10 +546,16 @@ class Scheduler:
         else:
             raise exc
 
-    async def _observed(self, job: _Job, state: JobState, hints: PollHints) -> None:
+    async def _observed(
+        self, job: _Job, state: JobState, hints: PollHints, *, polled: bool = True
+    ) -> None:
+        if job.ended:
+            return  # a poll and a notification both told: the first one counted
+        if state.is_terminal:
+            self._end(job)
         self._pause_step = 0
         job.failures = 0
-        job.polls += 1
+        job.polls += 1 if polled else 0
         previous, job.state = job.state, state
         if (
             previous is None
@@ -541,9 +583,13 @@ class Scheduler:
         age = time.monotonic() - job.since
         if state.is_terminal:
             if job.fresh:
-                self._learning.finished(job.kind, job.since, age)
+                # It ended between the last observation and this one: the middle is the
+                # estimate (counting the whole wait would teach the cadence its own lag).
+                ended = age if not polled else (job.seen_at + age) / 2
+                self._learning.finished(job.kind, job.since, ended)
             self._spawn(self._finish(job, state))
             return
+        job.seen_at = age
         delay = self._next_delay(job, age, hints)
         if delay is None:
             timeout = self.cadence.timeout or 0.0
@@ -580,11 +626,24 @@ class Scheduler:
         self._wake.set()
 
     def _next_delay(self, job: _Job, age: float, hints: PollHints) -> float | None:
-        return self._learning.next_delay(job.kind, job.polls, age, hints, self.rng.random())
+        delay = self._learning.next_delay(job.kind, job.polls, age, hints, self.rng.random())
+        if delay is not None and self.push is not None and self.push.live:
+            # Its notifications stand in for polls: one only after a silent window.
+            delay = max(delay, self.cadence.push_window)
+            if self.cadence.timeout is not None:
+                delay = min(delay, max(self.cadence.timeout - age, 0.0))
+        return delay
 
     # --- the end of a job ------------------------------------------------------------------
 
+    def _end(self, job: _Job) -> None:
+        """No more polls or notifications of this job count."""
+        job.ended = True
+        if job.watch is not None and job.watch is not asyncio.current_task():
+            job.watch.cancel()
+
     async def _give_up(self, job: _Job, error: BaseException) -> None:
+        self._end(job)
         state = job.state or JobState(
             provider=self.provider.name,
             job_id=job.job_id,

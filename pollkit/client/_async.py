@@ -568,6 +568,7 @@ class AsyncClient:
                 progress=sink,
                 refresher=self._refresher,
                 rng=self._rng,
+                push=await self._start_push(),
             )
             async for event in scheduler.events(items):
                 yield event

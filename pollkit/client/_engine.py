@@ -330,6 +330,17 @@ class Engine:
                 on_state(state)
         return Watch(state=state, polls=polls)
 
+    async def next_pushed(
+        self,
+        subscription: Subscription,
+        timeout: float,
+        previous: JobState | None,
+        kind: str | None,
+    ) -> tuple[JobState, PollHints | None, int] | None:
+        """The job's state after its next notification within `timeout` (a batch's watch of
+        one job): see `_next_pushed`."""
+        return await self._next_pushed(subscription, timeout, previous, kind)
+
     async def _next_pushed(
         self,
         subscription: Subscription,

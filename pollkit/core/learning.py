@@ -244,17 +244,23 @@ def _shifted(
 ) -> bool:
     """Whether the latest jobs' durations differ from the reference's beyond chance.
 
-    Compares the share ended by the recent jobs' median duration, both ways (a binomial
-    z-test at four standard errors, plus 0.1 of slack for the censoring's approximations).
+    Compares the share of each that ended by the reference's median duration (or by the
+    youngest running one's age among the latest jobs, if younger): a binomial z-test at 3.5
+    standard errors, plus 0.05 of slack for the approximations (durations are estimated
+    between two polls). Durations doubled move that share from 0.5 to about 0.2: a window
+    of 64 jobs sees it.
     """
     if not recent or not reference:
         return False
-    age = _quantile(recent, 0.5)
+    # Up to the youngest running job's age every one of the latest jobs is observed: the
+    # share ended there is a plain proportion, with the error below.
+    reach = min(recent_running) if recent_running else max(recent)
+    age = min(_quantile(reference, 0.5), reach)
     mine = _share_ended(recent, recent_running, age)
     theirs = _share_ended(reference, reference_running, age)
     size = len(recent) + len(recent_running)
     error = math.sqrt(max(theirs * (1 - theirs), 0.01) / size)
-    return abs(mine - theirs) > 4 * error + 0.1
+    return abs(mine - theirs) > 3.5 * error + 0.05
 
 
 @dataclass(slots=True)

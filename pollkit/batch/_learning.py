@@ -111,9 +111,14 @@ class BatchLearning:
         group = self.group(kind)
         self.durations.observe(group, seconds)
         self.learner.finish(group, submitted, seconds)
-        if self.learner.due(group) and group not in self._solving:
+        if group in self._solving:
+            return
+        due = self.learner.due(group)
+        if not due and not self.learner.checkpoint(group):
+            return
+        running = list(self._running(group))
+        if due or self.learner.moved(group, running):
             loop = asyncio.get_running_loop()
-            running = list(self._running(group))
             finished, ages, count = self.learner.inputs(group, running)
             prior = prior_for(self.provider, kind, self.cadence)
             # Poll ages the oldest running job has passed stay in the schedule: moved, they

@@ -427,7 +427,14 @@ class Scheduler:
         fresh: bool,
         due: float,
     ) -> None:
-        job = _Job(key, job_id, kind, time.monotonic(), submitted_at, fresh)
+        since = time.monotonic()
+        if fresh and submitted_at is not None:
+            # Its age counts from the submit's reply, not from now: writing the journal row
+            # may have queued behind others, and a late start would make every poll late.
+            waited = max((_now() - submitted_at).total_seconds(), 0.0)
+            since -= waited
+            due = max(due - waited, 0.0)
+        job = _Job(key, job_id, kind, since, submitted_at, fresh)
         self._counters.tracked += 1
         self.progress.add_jobs(1)
         if self.push is not None:

@@ -114,7 +114,8 @@ class AsyncClient:
         self._persist = learn and _duration_cache.enabled()
         self._cache_loaded = False
         # Schedules solved for check_result, per group: (samples they reflect, schedule).
-        self._schedules: dict[str, tuple[int, PollSchedule]] = {}
+        self._schedules: dict[tuple[str, Cadence], tuple[int, PollSchedule]] = {}
+        self._solving: dict[tuple[str, Cadence], asyncio.Future[PollSchedule]] = {}
         if push is not None and not isinstance(push, PushSource):
             raise ConfigurationError(f"push must be a StatusStream or a WebhookReceiver: {push!r}")
         self.push = push
@@ -190,17 +191,27 @@ class AsyncClient:
         samples = self._learned().samples(group)
         if samples is None:
             return None
-        known = self._schedules.get(group)
-        if known is not None and len(samples) - known[0] < max(3, known[0] // 6):
+        key = (group, cadence)
+        known = self._schedules.get(key)
+        if known is not None and len(samples) - known[0] < max(3, known[0] // 2):
             return known[1]
-        prior = prior_for(engine.provider.name, kind, cadence)
-        # A solve takes a few tenths of a second of CPU: not on the event loop.
-        samples = list(samples)
-        schedule = await asyncio.to_thread(
-            functools.partial(solve_for, complete=samples), samples, [], prior, cadence
-        )
-        self._schedules[group] = (len(samples), schedule)
-        return schedule
+        solving = self._solving.get(key)
+        if solving is None:
+            # A solve takes a few tenths of a second of CPU: not on the event loop, and once
+            # for the many waits that start together.
+            prior = prior_for(engine.provider.name, kind, cadence)
+            known_samples = list(samples)
+
+            async def solve() -> PollSchedule:
+                work = functools.partial(solve_for, complete=known_samples)
+                schedule = await asyncio.to_thread(work, known_samples, [], prior, cadence)
+                self._schedules[key] = (len(known_samples), schedule)
+                return schedule
+
+            solving = asyncio.ensure_future(solve())
+            self._solving[key] = solving
+            solving.add_done_callback(lambda _: self._solving.pop(key, None))
+        return await asyncio.shield(solving)
 
     def _on(self, base_url: str | None) -> Engine:
         """The engine for the client's server, or for another one given to a call."""

@@ -222,18 +222,23 @@ def schedule_delay(
     return max(delay, 0.0)
 
 
-def _share_ended(finished: Sequence[float], running: Sequence[float], age: float) -> float:
-    """Kaplan–Meier estimate of the share of jobs ended by `age`."""
+def _share_ended(
+    finished: Sequence[float], running: Sequence[float], age: float
+) -> tuple[float, float]:
+    """Kaplan–Meier estimate of the share of jobs ended by `age`, and its variance
+    (Greenwood's formula: few jobs observed that far, a wide error)."""
     events = sorted([(d, 1) for d in finished] + [(a, 0) for a in running])
     at_risk = len(events)
     survival = 1.0
+    spread = 0.0
     for moment, ended in events:
         if moment > age or at_risk == 0:
             break
         if ended:
             survival *= 1.0 - 1.0 / at_risk
+            spread += 1.0 / (at_risk * (at_risk - 1)) if at_risk > 1 else 1.0
         at_risk -= 1
-    return 1.0 - survival
+    return 1.0 - survival, survival * survival * spread
 
 
 def _shifted(
@@ -244,23 +249,20 @@ def _shifted(
 ) -> bool:
     """Whether the latest jobs' durations differ from the reference's beyond chance.
 
-    Compares the share of each that ended by the reference's median duration (or by the
-    youngest running one's age among the latest jobs, if younger): a binomial z-test at 3.5
-    standard errors, plus 0.05 of slack for the approximations (durations are estimated
-    between two polls). Durations doubled move that share from 0.5 to about 0.2: a window
-    of 64 jobs sees it.
+    Compares the share of each that ended by the reference's median duration: a z-test at
+    three standard errors (Greenwood's, so that an age few of the latest jobs reached counts
+    for little), plus 0.03 of slack for the approximations (durations are estimated between
+    two polls). Durations doubled move that share from 0.5 to about 0.2: a window of 64
+    jobs sees it.
     """
     if not recent or not reference:
         return False
-    # Up to the youngest running job's age every one of the latest jobs is observed: the
-    # share ended there is a plain proportion, with the error below.
-    reach = min(recent_running) if recent_running else max(recent)
-    age = min(_quantile(reference, 0.5), reach)
-    mine = _share_ended(recent, recent_running, age)
-    theirs = _share_ended(reference, reference_running, age)
-    size = len(recent) + len(recent_running)
-    error = math.sqrt(max(theirs * (1 - theirs), 0.01) / size)
-    return abs(mine - theirs) > 3.5 * error + 0.05
+    age = _quantile(reference, 0.5)
+    mine, mine_variance = _share_ended(recent, recent_running, age)
+    theirs, their_variance = _share_ended(reference, reference_running, age)
+    floor = 0.01 / (len(recent) + len(recent_running))  # a share of 0 or 1 is not certain
+    error = math.sqrt(mine_variance + their_variance + floor)
+    return abs(mine - theirs) > 3 * error + 0.03
 
 
 @dataclass(slots=True)
@@ -269,6 +271,8 @@ class _Group:
     schedule: PollSchedule | None = None
     solved_at: int = -1  # finishes counted when the schedule was solved
     shifted: bool = False  # the last inputs were the latest jobs alone
+    solved_shifted: bool = False  # ...when the schedule was solved
+    checked: int = 0  # finishes when a shift was last looked for
 
 
 class Learner:
@@ -339,7 +343,9 @@ class Learner:
             since = cohort[-1][0]
             recent = [seconds for _, seconds in cohort]
             recent_ages = [age for submitted, age in running if submitted >= since]
-            if _shifted(recent, recent_ages, [*everything, *earlier], all_ages):
+            older = [seconds for _, seconds in mine[self.window :]]
+            older_ages = [age for submitted, age in running if submitted < since]
+            if _shifted(recent, recent_ages, [*older, *earlier], older_ages):
                 # The latest jobs no longer look like the rest: learn from them alone.
                 found.shifted = True
                 return recent, recent_ages, count
@@ -360,3 +366,25 @@ class Learner:
         """Keep a schedule solved from the inputs that reflected `count` finishes."""
         found = self._groups.setdefault(group, _Group())
         found.schedule, found.solved_at = schedule, count
+        found.solved_shifted = found.shifted
+
+    def moved(self, group: str, running: Sequence[tuple[float, float]]) -> bool:
+        """Whether the latest jobs now look (un)like the rest when the schedule was solved
+        otherwise: a shift began (or ended), and the schedule should follow it now rather
+        than at the next growth of the finishes. Worth checking at each `checkpoint`.
+        """
+        found = self._groups.get(group)
+        if found is None or found.schedule is None:
+            return False
+        self.inputs(group, running)
+        return found.shifted != found.solved_shifted
+
+    def checkpoint(self, group: str) -> bool:
+        """Whether to check for a shift now: every quarter window of finishes, past one."""
+        found = self._groups.get(group)
+        if found is None or len(found.finished) < self.window:
+            return False
+        if len(found.finished) - found.checked < max(1, self.window // 4):
+            return False
+        found.checked = len(found.finished)
+        return True

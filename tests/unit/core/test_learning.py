@@ -58,9 +58,11 @@ def test_priors_per_provider_and_kind_read_in_the_cadences_units() -> None:
     assert prior_for("pixy", "anything") == prior_for("pixy", None)
     assert prior_for("nobody", None).median > 0
     quick = prior_for("magichour", "image", Cadence(initial=0.01))
-    assert quick.median == pytest.approx(0.1) and quick.p95 == pytest.approx(0.4)
+    assert quick.median == pytest.approx(0.1)
+    assert quick.p95 == pytest.approx(0.4)
     fifty, ninety_five = lag_targets(Cadence(initial=0.5))
-    assert fifty.lag < 0.5 and ninety_five.lag < 1.5
+    assert fifty.lag < 0.5
+    assert ninety_five.lag < 1.5
 
 
 @pytest.mark.parametrize(
@@ -143,12 +145,15 @@ def test_a_learner_trusts_earlier_runs_until_this_run_looks_different() -> None:
     for i, seconds in enumerate(_durations(40, seed=6)):
         learner.finish("g", float(i), seconds)
     finished, ages, _ = learner.inputs("g", [(41.0, 1.0)])
-    assert finished == earlier and ages == [] and not learner.shifted("g")
+    assert finished == earlier
+    assert ages == []
+    assert not learner.shifted("g")
     # The durations double from job 40 on: within a window of them, the learner sees it.
     for i, seconds in enumerate(_durations(64, seed=7, scale=2.0)):
         learner.finish("g", 40.0 + i, seconds)
     finished, ages, count = learner.inputs("g", [])
-    assert learner.shifted("g") and count == 104
+    assert learner.shifted("g")
+    assert count == 104
     assert len(finished) == 64
     assert sorted(finished)[32] > 1.5 * sorted(earlier)[150]
 

@@ -65,7 +65,8 @@ def test_the_batch_scenarios_bound_matches_the_issues_figure() -> None:
 
     schedule = bound_for("batch", 1.0, 3.0, 0.25)
     assert schedule.requests == pytest.approx(4.93, abs=0.05)
-    assert schedule.shares[0] >= 0.5 and schedule.shares[1] >= 0.95
+    assert schedule.shares[0] >= 0.5
+    assert schedule.shares[1] >= 0.95
     # Its shape: the first poll after 6 s, about 1 s apart at the peak, about 3 s in the tail.
     assert 5.5 <= schedule.times[0] <= 7.0
     gaps = [b - a for a, b in zip(schedule.times, schedule.times[1:], strict=False)]
@@ -82,7 +83,8 @@ def test_polls_already_made_stay_and_the_rest_still_meets_the_targets() -> None:
     done = (3.0, 4.0, 5.0)
     kept = solve_schedule(curve, step=0.25, rounds=8, done=done)
     assert kept.times[:3] == done
-    assert kept.shares[0] >= 0.5 and kept.shares[1] >= 0.95
+    assert kept.shares[0] >= 0.5
+    assert kept.shares[1] >= 0.95
     assert kept.requests >= free.requests - 1e-9  # a constraint never makes it cheaper
 
 

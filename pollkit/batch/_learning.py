@@ -122,13 +122,15 @@ class BatchLearning:
             finished, ages, count = self.learner.inputs(group, running)
             prior = prior_for(self.provider, kind, self.cadence)
             # Poll ages the oldest running job has passed stay in the schedule: moved, they
-            # would cost the jobs following them a poll more (unless durations shifted, and
-            # the schedule starts afresh).
-            oldest = max((age for _, age in running), default=0.0)
+            # would cost the jobs following them a poll more.
+            ages_now = [age for _, age in running]
+            # After a shift only what every running job has passed stays (the youngest's).
+            if self.learner.shifted(group):
+                passed = min(ages_now, default=0.0)
+            else:
+                passed = max(ages_now, default=0.0)
             previous = self.learner.schedule(group)
-            done: list[float] = []
-            if previous is not None and not self.learner.shifted(group):
-                done = [t for t in previous.times if t <= oldest]
+            done = [t for t in previous.times if t <= passed] if previous is not None else []
             solve = functools.partial(
                 solve_for, done=done, complete=self.learner.earlier.get(group, [])
             )

@@ -27,6 +27,8 @@ from pollkit.providers.base import Provider
 from pollkit.providers.magichour import MagicHour
 from pollkit.providers.pixy import Pixy
 from pollkit.providers.pixyz import Pixyz
+from pollkit.push._status_stream import StatusStream
+from pollkit.push._webhooks import WebhookReceiver
 
 #: The providers a batch file may name, by their --provider name.
 PROVIDERS: dict[str, type[MagicHour | Pixy | Pixyz]] = {
@@ -88,6 +90,20 @@ def register(sub: Any) -> None:
         action="store_true",
         help="submit again jobs whose submit was in flight when a previous run stopped",
     )
+    push = parser.add_mutually_exclusive_group()
+    push.add_argument(
+        "--status-stream",
+        metavar="URL",
+        help="follow this SSE status stream (the key sent as Bearer); poll only as a fallback",
+    )
+    push.add_argument(
+        "--webhook",
+        metavar="PORT",
+        type=int,
+        help="receive the API's webhooks on 127.0.0.1:PORT at /pollkit/webhook/SECRET, SECRET"
+        " from $POLLKIT_WEBHOOK_SECRET (register that URL, behind your TLS proxy); poll only as"
+        " a fallback",
+    )
     parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -98,11 +114,24 @@ def register(sub: Any) -> None:
 
 
 async def _run(
-    args: argparse.Namespace, provider: Provider, items: list[BatchItem], results: list[Result]
+    args: argparse.Namespace,
+    provider: Provider,
+    items: list[BatchItem],
+    results: list[Result],
+    api_key: str,
 ) -> None:
     journal: Any = False if args.no_journal else (args.journal or True)
     show = sys.stderr.isatty() if args.progress is None else args.progress
-    async with AsyncClient(provider, cadence=Cadence()) as client:
+    push: StatusStream | WebhookReceiver | None = None
+    if args.status_stream:
+        bearer = {"Authorization": f"Bearer {api_key}"}
+        push = StatusStream(args.status_stream, headers=bearer)
+    elif args.webhook is not None:
+        secret = os.environ.get("POLLKIT_WEBHOOK_SECRET")
+        if not secret:
+            raise ConfigurationError("--webhook needs $POLLKIT_WEBHOOK_SECRET (the URL's secret)")
+        push = WebhookReceiver(provider, port=args.webhook, secret=secret)
+    async with AsyncClient(provider, cadence=Cadence(), push=push) as client:
         async for result in client.run(
             items,
             download_directory=args.download_dir,
@@ -193,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
         if not api_key:
             raise ConfigurationError(f"no API key: --api-key or ${kind.ENV_API_KEY}")
         provider = kind(api_key=api_key, base_url=args.base_url)
-        asyncio.run(_run(args, provider, items, results))
+        asyncio.run(_run(args, provider, items, results, api_key))
     except OSError as exc:
         print(f"pollkit run: {args.batch}: {exc.strerror}", file=sys.stderr)
         return 2

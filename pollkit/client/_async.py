@@ -462,18 +462,29 @@ class AsyncClient:
                 age = None
                 if submitted_at is not None:
                     age = max((datetime.now(timezone.utc) - submitted_at).total_seconds(), 0.0)
+                seen: list[datetime] = []
+
+                def on_state(state: JobState) -> None:
+                    seen.append(state.observed_at)
+                    sink.job_status(job_id, state.status)
+
                 watch = await engine.wait(
                     job_id,
                     kind,
                     cadence=chosen,
-                    on_state=lambda s: sink.job_status(job_id, s.status),
+                    on_state=on_state,
                     push=await self._start_push(),
                     schedule=await self._schedule_for(engine, kind, chosen),
                     age=age,
                 )
                 state, polls = watch.state, watch.polls
                 if submitted_at is not None and state.is_terminal:
-                    took = (state.observed_at - submitted_at).total_seconds()
+                    # It ended between the last two observations: the middle is the estimate
+                    # (the last one alone would teach the cadence its own lag).
+                    before = seen[-2] if len(seen) > 1 else submitted_at
+                    took = (
+                        before - submitted_at + (state.observed_at - before) / 2
+                    ).total_seconds()
                     if took > 0:
                         group = duration_group(engine.provider.name, state.kind or kind)
                         self._learned().observe(group, took)

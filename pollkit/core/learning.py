@@ -250,10 +250,10 @@ def _shifted(
     """Whether the latest jobs' durations differ from the reference's beyond chance.
 
     Compares the share of each that ended by the reference's median duration: a z-test at
-    three standard errors (Greenwood's, so that an age few of the latest jobs reached counts
-    for little), plus 0.03 of slack for the approximations (durations are estimated between
-    two polls). Durations doubled move that share from 0.5 to about 0.2: a window of 64
-    jobs sees it.
+    3.5 standard errors (Greenwood's, so that an age few of the latest jobs reached counts
+    for little), plus 0.08 of slack for the approximations (durations are estimated between
+    two polls, more coarsely while the backoff still decides). Durations doubled move that
+    share from 0.5 to about 0.2: a window of 64 jobs sees it.
     """
     if not recent or not reference:
         return False
@@ -262,7 +262,7 @@ def _shifted(
     theirs, their_variance = _share_ended(reference, reference_running, age)
     floor = 0.01 / (len(recent) + len(recent_running))  # a share of 0 or 1 is not certain
     error = math.sqrt(mine_variance + their_variance + floor)
-    return abs(mine - theirs) > 3 * error + 0.03
+    return abs(mine - theirs) > 3.5 * error + 0.08
 
 
 @dataclass(slots=True)

@@ -122,8 +122,8 @@ async def test_a_shift_of_durations_mid_batch_is_followed_within_a_few_dozen_fin
     assert before, "a schedule was learned from the first half"
     assert after, "the shift was seen"
     first_count, _ = after[0]
-    # Seen within a few dozen of the slower jobs' finishes (all 100 quick ones may be in).
-    assert first_count <= 100 + 48
+    # Seen within a window (64) of the slower jobs' finishes (all 100 quick ones may be in).
+    assert first_count <= 100 + 64
     # …and the cadence follows it: the slower jobs that end last are noticed as soon.
     slow = [lags[r.job_id] for r in results[-40:]]
     assert statistics.median(slow) <= 4 * CADENCE.initial

@@ -616,9 +616,9 @@ class Scheduler:
         ]
 
     def _relearn(self, group: str) -> None:
-        """A new schedule for this group: re-time its waiting jobs' next polls by it.
+        """A new schedule for this group: bring its waiting jobs' next polls forward to it.
 
-        Jobs would otherwise sleep past their likely end, or poll where nothing ends.
+        Jobs would otherwise sleep past their likely end.
         """
         now = time.monotonic()
         entries = []
@@ -626,7 +626,9 @@ class Scheduler:
             if self._learning.group(job.kind) == group and (job.fresh or job.polls > 0):
                 delay = self._next_delay(job, now - job.since, PollHints())
                 if delay is not None:
-                    due = now + delay
+                    # Only ever sooner: a poll already due (a burst the loop is working
+                    # through) would otherwise move past its time, and again at each solve.
+                    due = min(due, now + delay)
             entries.append((due, seq, job))
         heapq.heapify(entries)
         self._heap = entries

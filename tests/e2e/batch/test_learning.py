@@ -97,7 +97,9 @@ async def test_a_job_ten_times_slower_than_anything_learned_is_noticed_within_th
     assert job_stats(stats, outlier.job_id)["finished_at"] > 9 * median
     # Past the schedule the backoff grows, but never beyond `maximum` between two polls.
     assert lags[outlier.job_id] <= CADENCE.maximum + 0.5
-    assert outlier.polls < 40
+    # …and it costs fewer polls than a fixed loop at `initial` would have made.
+    took = job_stats(stats, outlier.job_id)["finished_at"] / SCALE
+    assert outlier.polls < 0.75 * took / CADENCE.initial
 
 
 async def test_a_shift_of_durations_mid_batch_is_followed_within_a_few_dozen_finishes(
@@ -158,7 +160,7 @@ async def test_check_result_on_a_kind_seen_before_polls_by_the_schedule(
     stats = sim.stats()
     assert {r.status for r in results} == {Status.COMPLETE}
     # By the schedule: a handful of polls each, the first one not before the quickest end.
-    assert statistics.mean(r.polls for r in results) <= 6
+    assert statistics.mean(r.polls for r in results) <= 8  # the SDK: about 20
     assert min(job_stats(stats, r.job_id)["status_requests"] for r in results) >= 1
     lags = [(ended[r.job_id] - job_stats(stats, r.job_id)["finished_at"]) / SCALE for r in results]
     assert statistics.median(lags) <= 4 * CADENCE.initial

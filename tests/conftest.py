@@ -15,10 +15,14 @@ _PREFIXES = ("POLLKIT_", "MAGIC_HOUR_", "PIXY_", "PIXYZ_", "FLUX0_")
 
 
 @pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def _clean_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     for name in list(os.environ):
         if name.startswith(_PREFIXES):
             monkeypatch.delenv(name)
+    # Durations learned by a test go to its own directory, never to the user's cache.
+    monkeypatch.setenv("POLLKIT_CACHE_DIR", str(tmp_path_factory.mktemp("pollkit-cache")))
 
 
 @pytest.fixture(scope="session")

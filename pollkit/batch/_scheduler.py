@@ -42,10 +42,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pollkit._aio import wait_event
+from pollkit.batch._learning import BatchLearning
 from pollkit.batch._submits import Submitter
 from pollkit.batch.journal._protocol import ClaimLost, Journal
 from pollkit.batch.journal._records import JournalEntry, spec_key
-from pollkit.core.cadence import DurationModel, PollHints, batch_poll_delay, learned_delay
+from pollkit.core.cadence import DurationModel, PollHints
 from pollkit.core.ratelimit import TokenBucket
 from pollkit.core.retry import retry_after_of
 from pollkit.display._progress import NullProgress, ProgressSink
@@ -67,6 +68,7 @@ from pollkit.policies import Cadence
 
 if TYPE_CHECKING:  # the client hands its engine in: batch never imports the client
     from pollkit.client._engine import Engine
+    from pollkit.push._hub import Notifications  # likewise the push source's hub
 
 __all__ = ["BatchItem", "Scheduler"]
 
@@ -93,6 +95,10 @@ class _Job:
     state: JobState | None = None
     polls: int = 0
     failures: int = 0
+    seq: int = -1  # its live heap entry; others are stale (a push re-timed it meanwhile)
+    ended: bool = False
+    watch: asyncio.Task[None] | None = None  # following its notifications (a push source)
+    seen_at: float = 0.0  # its age at the last observation
 
 
 @dataclass(slots=True)
@@ -128,10 +134,6 @@ async def _each(items: Iterable[_T] | AsyncIterable[_T]) -> AsyncIterator[_T]:
             yield item
 
 
-def _group(provider: str, kind: str | None) -> str:
-    return f"{provider}:{kind or '-'}"
-
-
 class Scheduler:
     """Runs one batch. Created by `AsyncClient.run`; not reusable."""
 
@@ -152,6 +154,7 @@ class Scheduler:
         progress: ProgressSink | None,
         refresher: Callable[[str, str | None], Refresh],
         rng: random.Random,
+        push: Notifications | None = None,
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be ≥ 1, got {concurrency}")
@@ -171,6 +174,7 @@ class Scheduler:
         self.progress = progress or NullProgress()
         self.refresher = refresher
         self.rng = rng
+        self.push = push
         self._bucket = TokenBucket(rate, burst=1) if rate else None
         # 429s are handled here, for the whole batch, instead of per request.
         base = engine.transport.retry
@@ -186,6 +190,15 @@ class Scheduler:
         self._fatal: BaseException | None = None
         self._keys: set[str] = set()
         self._submits = Submitter(self, lookup_retry=self._poll_retry)
+        # When to poll: the schedule solved from the durations learned (pollkit.core.learning).
+        self._learning = BatchLearning(
+            self.provider.name,
+            cadence,
+            durations,
+            running=self._running,
+            on_schedule=self._relearn,
+            spawn=self._spawn,
+        )
 
     # --- plumbing -----------------------------------------------------------------------
 
@@ -395,10 +408,7 @@ class Scheduler:
         self._emit(Event("failed", key, None, state=state, result=result, error=error))
 
     def _first_delay(self, kind: str | None) -> float:
-        samples = self.durations.samples(_group(self.provider.name, kind))
-        learned = learned_delay(self.cadence, age=0.0, durations=samples) if samples else None
-        base = learned if learned is not None else self.cadence.initial
-        return base * (1 + self.cadence.jitter * (2 * self.rng.random() - 1))
+        return self._learning.first_delay(kind, self.rng.random())
 
     def _track(
         self,
@@ -410,14 +420,46 @@ class Scheduler:
         fresh: bool,
         due: float,
     ) -> None:
-        job = _Job(key, job_id, kind, time.monotonic(), submitted_at, fresh)
+        since = time.monotonic()
+        if fresh and submitted_at is not None:
+            # Its age counts from the submit's reply, not from now: writing the journal row
+            # may have queued behind others, and a late start would make every poll late.
+            waited = max((_now() - submitted_at).total_seconds(), 0.0)
+            since -= waited
+            due = max(due - waited, 0.0)
+        job = _Job(key, job_id, kind, since, submitted_at, fresh)
         self._counters.tracked += 1
         self.progress.add_jobs(1)
+        if self.push is not None:
+            job.watch = self._spawn(self._watch(job))
+            if fresh and self.push.live:
+                # Submitted here while live: its notifications stand in for the first polls.
+                due = max(due, self.cadence.push_window)
         self._push(job, due)
 
     def _push(self, job: _Job, delay: float) -> None:
-        heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), job))
+        job.seq = next(self._seq)
+        heapq.heappush(self._heap, (time.monotonic() + delay, job.seq, job))
         self._wake.set()
+
+    async def _watch(self, job: _Job) -> None:
+        """Follow one job's notifications (a push source): each one the API confirms (or a
+        trusted source's) is observed like a poll's reply, without the poll."""
+        assert self.push is not None
+        with self.push.subscribe(job.job_id) as subscription:
+            while not job.ended:
+                pushed = await self.engine.next_pushed(
+                    subscription, self.cadence.timeout or 86400.0, job.state, job.kind
+                )
+                if job.ended:
+                    return
+                if pushed is None:
+                    if not subscription.live:
+                        self._push(job, 0.0)  # the source dropped: poll now, then the cadence
+                    continue
+                state, hints, reads = pushed
+                job.polls += reads
+                await self._observed(job, state, hints or PollHints(), polled=False)
 
     # --- polling ---------------------------------------------------------------------------
 
@@ -433,7 +475,9 @@ class Scheduler:
                 self._wake.clear()
                 await wait_event(self._wake, wait)
                 continue
-            _, _, job = heapq.heappop(self._heap)
+            _, seq, job = heapq.heappop(self._heap)
+            if seq != job.seq or job.ended:
+                continue  # re-timed since (a notification), or over
             await slots.acquire()
             limit = self.provider.batch_status_limit
             # With a list endpoint, one request also refreshes the jobs due shortly after this
@@ -442,7 +486,9 @@ class Scheduler:
             if limit > 1 and self._heap and self._heap[0][0] <= horizon:
                 due = [job]
                 while self._heap and len(due) < limit and self._heap[0][0] <= horizon:
-                    due.append(heapq.heappop(self._heap)[2])
+                    _, seq, other = heapq.heappop(self._heap)
+                    if seq == other.seq and not other.ended:
+                        due.append(other)
                 task = self._spawn(self._poll_many(due))
             else:
                 task = self._spawn(self._poll(job))
@@ -503,10 +549,16 @@ class Scheduler:
         else:
             raise exc
 
-    async def _observed(self, job: _Job, state: JobState, hints: PollHints) -> None:
+    async def _observed(
+        self, job: _Job, state: JobState, hints: PollHints, *, polled: bool = True
+    ) -> None:
+        if job.ended:
+            return  # a poll and a notification both told: the first one counted
+        if state.is_terminal:
+            self._end(job)
         self._pause_step = 0
         job.failures = 0
-        job.polls += 1
+        job.polls += 1 if polled else 0
         previous, job.state = job.state, state
         if (
             previous is None
@@ -533,13 +585,13 @@ class Scheduler:
         age = time.monotonic() - job.since
         if state.is_terminal:
             if job.fresh:
-                group = _group(self.provider.name, job.kind)
-                usable_before = self.durations.samples(group) is not None
-                self.durations.observe(group, age)
-                if not usable_before and self.durations.samples(group) is not None:
-                    self._relearn(group)
+                # It ended between the last observation and this one: the middle is the
+                # estimate (counting the whole wait would teach the cadence its own lag).
+                ended = age if not polled else (job.seen_at + age) / 2
+                self._learning.finished(job.kind, job.since, ended)
             self._spawn(self._finish(job, state))
             return
+        job.seen_at = age
         delay = self._next_delay(job, age, hints)
         if delay is None:
             timeout = self.cadence.timeout or 0.0
@@ -549,17 +601,28 @@ class Scheduler:
             return
         self._push(job, delay)
 
-    def _relearn(self, group: str) -> None:
-        """The cadence can now learn this group: bring its jobs' next polls forward to it.
+    def _running(self, group: str) -> list[tuple[float, float]]:
+        """(submitted, age) of the group's running jobs that teach the cadence."""
+        now = time.monotonic()
+        return [
+            (job.since, now - job.since)
+            for _, _, job in self._heap
+            if job.fresh and self._learning.group(job.kind) == group
+        ]
 
-        Jobs waiting in long backoff intervals would otherwise sleep past their likely end.
+    def _relearn(self, group: str) -> None:
+        """A new schedule for this group: bring its waiting jobs' next polls forward to it.
+
+        Jobs would otherwise sleep past their likely end.
         """
         now = time.monotonic()
         entries = []
         for due, seq, job in self._heap:
-            if _group(self.provider.name, job.kind) == group and job.state is not None:
+            if self._learning.group(job.kind) == group and (job.fresh or job.polls > 0):
                 delay = self._next_delay(job, now - job.since, PollHints())
                 if delay is not None:
+                    # Only ever sooner: a poll already due (a burst the loop is working
+                    # through) would otherwise move past its time, and again at each solve.
                     due = min(due, now + delay)
             entries.append((due, seq, job))
         heapq.heapify(entries)
@@ -567,18 +630,24 @@ class Scheduler:
         self._wake.set()
 
     def _next_delay(self, job: _Job, age: float, hints: PollHints) -> float | None:
-        return batch_poll_delay(
-            self.cadence,
-            polls=job.polls,
-            age=age,
-            hints=hints,
-            durations=self.durations.samples(_group(self.provider.name, job.kind)),
-            rand=self.rng.random(),
-        )
+        delay = self._learning.next_delay(job.kind, job.polls, age, hints, self.rng.random())
+        if delay is not None and self.push is not None and self.push.live:
+            # Its notifications stand in for polls: one only after a silent window.
+            delay = max(delay, self.cadence.push_window)
+            if self.cadence.timeout is not None:
+                delay = min(delay, max(self.cadence.timeout - age, 0.0))
+        return delay
 
     # --- the end of a job ------------------------------------------------------------------
 
+    def _end(self, job: _Job) -> None:
+        """No more polls or notifications of this job count."""
+        job.ended = True
+        if job.watch is not None and job.watch is not asyncio.current_task():
+            job.watch.cancel()
+
     async def _give_up(self, job: _Job, error: BaseException) -> None:
+        self._end(job)
         state = job.state or JobState(
             provider=self.provider.name,
             job_id=job.job_id,

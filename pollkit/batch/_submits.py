@@ -29,6 +29,7 @@ from pollkit.providers.base import Provider, Submission
 
 if TYPE_CHECKING:  # the client hands its engine in: batch never imports the client
     from pollkit.client._engine import Engine
+    from pollkit.push._hub import Notifications
 
 __all__ = ["SubmitHost", "Submitter"]
 
@@ -48,6 +49,7 @@ class SubmitHost(Protocol):
     journal: Journal | None
     cadence: Cadence
     rng: random.Random
+    push: Notifications | None
     _bucket: TokenBucket | None
 
     async def _respect_pause(self) -> None: ...
@@ -195,6 +197,9 @@ class Submitter:
                 else:
                     await self.host.journal.record_submit_failed(key, str(exc))
             return fate, exc
+        if self.host.push is not None:
+            # Its notifications, even those before the batch watches it, reach the batch.
+            self.host.push.expect(submission.job_id)
         if self.host.journal is not None:
             await self.host.journal.record_submitted(
                 key,

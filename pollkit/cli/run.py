@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shlex
 import sys
 from collections import Counter
@@ -29,6 +30,8 @@ from pollkit.providers.base import Provider
 from pollkit.providers.magichour import MagicHour
 from pollkit.providers.pixy import Pixy
 from pollkit.providers.pixyz import Pixyz
+from pollkit.push._status_stream import StatusStream
+from pollkit.push._webhooks import WebhookReceiver
 
 #: The providers a batch file may name, by their --provider name.
 PROVIDERS: dict[str, type[MagicHour | Pixy | Pixyz]] = {
@@ -122,6 +125,20 @@ def register(sub: Any) -> None:
         action="store_true",
         help="submit again jobs whose submit was in flight when a previous run stopped",
     )
+    push = parser.add_mutually_exclusive_group()
+    push.add_argument(
+        "--status-stream",
+        metavar="URL",
+        help="follow this SSE status stream (the key sent as Bearer); poll only as a fallback",
+    )
+    push.add_argument(
+        "--webhook",
+        metavar="PORT",
+        type=int,
+        help="receive the API's webhooks on 127.0.0.1:PORT at /pollkit/webhook/SECRET, SECRET"
+        " from $POLLKIT_WEBHOOK_SECRET (register that URL, behind your TLS proxy); poll only as"
+        " a fallback",
+    )
     parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -132,15 +149,30 @@ def register(sub: Any) -> None:
 
 
 async def _run(
-    args: argparse.Namespace, provider: Provider, items: list[BatchItem], results: list[Result]
+    args: argparse.Namespace,
+    provider: Provider,
+    items: list[BatchItem],
+    results: list[Result],
+    api_key: str,
 ) -> None:
     journal: Any = False if args.no_journal else (args.journal or True)
     show = sys.stderr.isatty() if args.progress is None else args.progress
+    push: StatusStream | WebhookReceiver | None = None
+    if args.status_stream:
+        bearer = {"Authorization": f"Bearer {api_key}"}
+        push = StatusStream(args.status_stream, headers=bearer)
+    elif args.webhook is not None:
+        secret = os.environ.get("POLLKIT_WEBHOOK_SECRET")
+        if not secret:
+            raise ConfigurationError("--webhook needs $POLLKIT_WEBHOOK_SECRET (the URL's secret)")
+        push = WebhookReceiver(provider, port=args.webhook, secret=secret)
     async with contextlib.AsyncExitStack() as stack:
         if is_postgres_url(journal):
             settings = {"heartbeat": args.heartbeat, "lease": args.lease}
             journal = await stack.enter_async_context(postgres_journal(journal, **settings))
-        client = await stack.enter_async_context(AsyncClient(provider, cadence=Cadence()))
+        client = await stack.enter_async_context(
+            AsyncClient(provider, cadence=Cadence(), push=push)
+        )
         async for result in client.run(
             items,
             download_directory=args.download_dir,
@@ -232,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
         if not api_key:
             raise ConfigurationError(f"no API key: --api-key or ${kind.ENV_API_KEY}")
         provider = kind(api_key=api_key, base_url=args.base_url)
-        run_until_interrupted(_run(args, provider, items, results))
+        run_until_interrupted(_run(args, provider, items, results, api_key))
     except OSError as exc:
         return fail("run", f"{args.batch}: {exc.strerror}", ExitCode.USAGE)
     except ConfigurationError as exc:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import math
 import os
 import random
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -15,8 +17,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pollkit.batch._runner import batch_events
 from pollkit.batch._scheduler import BatchItem, Scheduler
 from pollkit.batch.journal._open import JournalArgument, open_journal
+from pollkit.client import _duration_cache
 from pollkit.client._engine import Engine
 from pollkit.core.cadence import DurationModel
+from pollkit.core.learning import duration_group, prior_for, solve_for
+from pollkit.core.schedule import PollSchedule
 from pollkit.display._progress import NullProgress, ProgressSink, TqdmProgress
 from pollkit.download._destination import Destination, resolve_directory
 from pollkit.download._downloader import Downloader, Refresh, SavedFile
@@ -60,6 +65,10 @@ class AsyncClient:
             and fall back to polling when it drops (see `Cadence.push_window`).
         submit: Which failed submits are sent again, and how an ambiguous one is looked up
             (`SubmitPolicy`); the waits between attempts are `retry`'s.
+        learn: Keep the durations of finished jobs in the user's cache directory (per
+            provider and kind, never a key or a spec's text; see the README) and poll by the
+            schedule they give. False, or ``POLLKIT_NO_CACHE=1``, keeps them in this client
+            only.
 
     Raises:
         ConfigurationError: An argument is invalid.
@@ -79,6 +88,7 @@ class AsyncClient:
         logger: logging.Logger | None = None,
         push: PushSource | None = None,
         submit: SubmitPolicy | None = None,
+        learn: bool = True,
     ) -> None:
         if not isinstance(provider, Provider):
             raise ConfigurationError(f"provider must be a pollkit Provider, got {provider!r}")
@@ -103,6 +113,11 @@ class AsyncClient:
         self._rng = random.Random(seed)
         # Durations seen in batches; they teach the cadence when jobs are likely to end.
         self._durations = DurationModel()
+        self._persist = learn and _duration_cache.enabled()
+        self._cache_loaded = False
+        # Schedules solved for check_result, per group: (samples they reflect, schedule).
+        self._schedules: dict[tuple[str, Cadence], tuple[int, PollSchedule]] = {}
+        self._solving: dict[tuple[str, Cadence], asyncio.Future[PollSchedule]] = {}
         if push is not None and not isinstance(push, PushSource):
             raise ConfigurationError(f"push must be a StatusStream or a WebhookReceiver: {push!r}")
         self.push = push
@@ -151,7 +166,54 @@ class AsyncClient:
             if self.push is not None and self._push_started:
                 await self.push.aclose()
         finally:
-            await self._transport.aclose()
+            try:
+                await self._save_durations()
+            finally:
+                await self._transport.aclose()
+
+    def _learned(self) -> DurationModel:
+        """The durations model, with earlier runs' durations read in on first use."""
+        if self._persist and not self._cache_loaded:
+            self._cache_loaded = True
+            self._durations.load(_duration_cache.load())
+        return self._durations
+
+    async def _save_durations(self) -> None:
+        """Add the durations learned since the last save to the cache file."""
+        new = self._durations.take_new()
+        if self._persist and new:
+            await asyncio.to_thread(_duration_cache.save, new)
+
+    async def _schedule_for(
+        self, engine: Engine, kind: str | None, cadence: Cadence
+    ) -> PollSchedule | None:
+        """The poll schedule for a job of `kind` from the durations learned, or None while too
+        few are known (the cadence's backoff then decides)."""
+        group = duration_group(engine.provider.name, kind)
+        samples = self._learned().samples(group)
+        if samples is None:
+            return None
+        key = (group, cadence)
+        known = self._schedules.get(key)
+        if known is not None and len(samples) - known[0] < max(3, known[0] // 2):
+            return known[1]
+        solving = self._solving.get(key)
+        if solving is None:
+            # A solve takes a few tenths of a second of CPU: not on the event loop, and once
+            # for the many waits that start together.
+            prior = prior_for(engine.provider.name, kind, cadence)
+            known_samples = list(samples)
+
+            async def solve() -> PollSchedule:
+                work = functools.partial(solve_for, complete=known_samples)
+                schedule = await asyncio.to_thread(work, known_samples, [], prior, cadence)
+                self._schedules[key] = (len(known_samples), schedule)
+                return schedule
+
+            solving = asyncio.ensure_future(solve())
+            self._solving[key] = solving
+            solving.add_done_callback(lambda _: self._solving.pop(key, None))
+        return await asyncio.shield(solving)
 
     def _on(self, base_url: str | None) -> Engine:
         """The engine for the client's server, or for another one given to a call."""
@@ -402,14 +464,35 @@ class AsyncClient:
         sink = _sink(progress, jobs=False)
         try:
             if wait_for_completion:
+                age = None
+                if submitted_at is not None:
+                    age = max((datetime.now(timezone.utc) - submitted_at).total_seconds(), 0.0)
+                seen: list[datetime] = []
+
+                def on_state(state: JobState) -> None:
+                    seen.append(state.observed_at)
+                    sink.job_status(job_id, state.status)
+
                 watch = await engine.wait(
                     job_id,
                     kind,
                     cadence=chosen,
-                    on_state=lambda s: sink.job_status(job_id, s.status),
+                    on_state=on_state,
                     push=await self._start_push(),
+                    schedule=await self._schedule_for(engine, kind, chosen),
+                    age=age,
                 )
                 state, polls = watch.state, watch.polls
+                if submitted_at is not None and state.is_terminal:
+                    # It ended between the last two observations: the middle is the estimate
+                    # (the last one alone would teach the cadence its own lag).
+                    before = seen[-2] if len(seen) > 1 else submitted_at
+                    took = (
+                        before - submitted_at + (state.observed_at - before) / 2
+                    ).total_seconds()
+                    if took > 0:
+                        group = duration_group(engine.provider.name, state.kind or kind)
+                        self._learned().observe(group, took)
             else:
                 state, polls = await self.get(job_id, kind=kind, base_url=base_url), 1
             finished = state.observed_at if state.is_terminal else None
@@ -488,7 +571,7 @@ class AsyncClient:
                     self._engine,
                     self._downloader,
                     cadence=chosen,
-                    durations=self._durations,
+                    durations=self._learned(),
                     journal=book,
                     directory=directory,
                     concurrency=concurrency,
@@ -499,12 +582,14 @@ class AsyncClient:
                     progress=sink,
                     refresher=self._refresher,
                     rng=self._rng,
+                    push=await self._start_push(),
                 )
                 async for event in batch_events(scheduler, book, items, join=join):
                     yield event
         finally:
             if progress is True:
                 sink.close()
+            await self._save_durations()
 
     async def run(
         self,

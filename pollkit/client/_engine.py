@@ -18,7 +18,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from pollkit.core.cadence import PollHints, next_poll_delay
+from pollkit.core.learning import schedule_delay
 from pollkit.core.retry import parse_retry_after, submit_fate
+from pollkit.core.schedule import PollSchedule
 from pollkit.errors import APIError, AuthenticationError, NotFound, PollkitError, PollTimeout
 from pollkit.models import JobState, Status
 from pollkit.policies import Cadence, RetryPolicy, SubmitPolicy
@@ -35,6 +37,14 @@ _log = logging.getLogger("pollkit.engine")
 
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True, slots=True)
+class _Timing:
+    """A wait's learned poll ages, and the job's age when the wait began (None: unknown)."""
+
+    schedule: PollSchedule | None
+    age: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,8 +221,16 @@ class Engine:
         cadence: Cadence,
         on_state: StateCallback | None = None,
         push: Notifications | None = None,
+        schedule: PollSchedule | None = None,
+        age: float | None = None,
     ) -> Watch:
         """Poll until the job is terminal.
+
+        With a `schedule` (poll ages solved from the durations learned for jobs like this one,
+        `pollkit.core.learning`), the job is polled at its ages instead of on the backoff, and
+        past its end on the backoff capped at `Cadence.maximum`; with the job's `age` at the
+        start (seconds since its submission) the first poll waits for the schedule too, else
+        it is immediate and ages count from it.
 
         With `push`, notifications about the job replace polls: while the push source is
         live the job is polled only after `Cadence.push_window` seconds without one, and at
@@ -226,10 +244,11 @@ class Engine:
             PollTimeout: The cadence's deadline passed first (carries the last state).
             APIError, TransportError: A poll failed after its retries.
         """
+        timing = _Timing(schedule, age)
         if push is None:
-            return await self._wait(job_id, kind, cadence, on_state, None)
+            return await self._wait(job_id, kind, cadence, on_state, None, timing)
         with push.subscribe(job_id) as subscription:
-            return await self._wait(job_id, kind, cadence, on_state, subscription)
+            return await self._wait(job_id, kind, cadence, on_state, subscription, timing)
 
     async def _wait(
         self,
@@ -238,11 +257,17 @@ class Engine:
         cadence: Cadence,
         on_state: StateCallback | None,
         subscription: Subscription | None,
+        timing: _Timing,
     ) -> Watch:
         started = self._clock()
         polls = 0
         hints = PollHints()
         state: JobState | None = None
+        if timing.schedule is not None and timing.age is not None and subscription is None:
+            # The job's age is known: its first poll is the schedule's next one, not now.
+            first = schedule_delay(cadence, timing.schedule, age=timing.age, elapsed=0.0)
+            if first:
+                await asyncio.sleep(first)
         if subscription is not None and subscription.expected and subscription.live:
             # Submitted here while live: the first poll would only repeat what the submit
             # said, so the first notification (kept by the hub if it came early) stands in.
@@ -261,13 +286,23 @@ class Engine:
             on_state(state)
         while not state.is_terminal:
             elapsed = self._clock() - started
-            delay = next_poll_delay(
-                cadence,
-                polls=max(polls, 1),  # a notification may have stood in for the first poll
-                elapsed=elapsed,
-                hints=hints,
-                rand=self._rng.random(),
-            )
+            if timing.schedule is not None:
+                delay = schedule_delay(
+                    cadence,
+                    timing.schedule,
+                    age=(timing.age or 0.0) + elapsed,
+                    hints=hints,
+                    rand=self._rng.random(),
+                    elapsed=elapsed,
+                )
+            else:
+                delay = next_poll_delay(
+                    cadence,
+                    polls=max(polls, 1),  # a notification may have stood in for the first poll
+                    elapsed=elapsed,
+                    hints=hints,
+                    rand=self._rng.random(),
+                )
             if delay is None:
                 assert cadence.timeout is not None  # only a deadline stops the cadence
                 raise PollTimeout(
@@ -294,6 +329,17 @@ class Engine:
             if on_state:
                 on_state(state)
         return Watch(state=state, polls=polls)
+
+    async def next_pushed(
+        self,
+        subscription: Subscription,
+        timeout: float,
+        previous: JobState | None,
+        kind: str | None,
+    ) -> tuple[JobState, PollHints | None, int] | None:
+        """The job's state after its next notification within `timeout` (a batch's watch of
+        one job): see `_next_pushed`."""
+        return await self._next_pushed(subscription, timeout, previous, kind)
 
     async def _next_pushed(
         self,

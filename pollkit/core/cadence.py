@@ -91,19 +91,38 @@ class DurationModel:
     Keeps the most recent `max_samples` of each group, sorted. Pure: times are passed in.
     """
 
-    def __init__(self, *, max_samples: int = 512, min_samples: int = 5) -> None:
+    def __init__(self, *, max_samples: int = 1024, min_samples: int = 5) -> None:
         self.max_samples = max_samples
         self.min_samples = min_samples
         self._recent: dict[str, list[float]] = {}
         self._sorted: dict[str, list[float]] = {}
+        self._new: dict[str, list[float]] = {}
 
     def observe(self, group: str, seconds: float) -> None:
         """Record that a job of `group` took `seconds` from submission to its end."""
+        self._new.setdefault(group, []).append(seconds)
         recent = self._recent.setdefault(group, [])
         recent.append(seconds)
         if len(recent) > self.max_samples:
             del recent[0]
         self._sorted[group] = sorted(recent)
+
+    def export(self) -> dict[str, list[float]]:
+        """Every group's durations, oldest first (what a cache file keeps)."""
+        return {group: list(recent) for group, recent in self._recent.items()}
+
+    def take_new(self) -> dict[str, list[float]]:
+        """The durations observed since the last call (what a cache has yet to keep)."""
+        new, self._new = self._new, {}
+        return new
+
+    def load(self, groups: dict[str, list[float]]) -> None:
+        """Add durations learned elsewhere (an earlier run's), before this model's own."""
+        for group, values in groups.items():
+            mine = self._recent.get(group, [])
+            merged = [*values, *mine][-self.max_samples :]
+            self._recent[group] = merged
+            self._sorted[group] = sorted(merged)
 
     def samples(self, group: str) -> list[float] | None:
         """The sorted durations of `group`, or None while there are too few to trust."""

@@ -177,3 +177,32 @@ def test_pollkit_run_takes_every_provider_with_its_variables(
         o["sha256"] for job in jobs for o in job_stats({"jobs": jobs}, job["id"])["outputs"]
     )
     assert sorted(sha256_file(p) for p in saved) == expected
+
+
+def test_pollkit_run_on_a_status_stream_polls_no_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = {"tool": "ai-image-generator", "image_count": 1, "style": {"prompt": "a kite"}}
+    batch = tmp_path / "jobs.jsonl"
+    batch.write_text("".join(json.dumps({"key": f"k{i}", "spec": spec}) + "\n" for i in range(4)))
+    with ThreadedSimulator(Scenario(time_scale=50.0, seed=3, image_size=(8, 8))) as sim:
+        monkeypatch.setenv("MAGIC_HOUR_API_KEY", sim.api_key)
+        monkeypatch.setenv("MAGIC_HOUR_BASE_URL", sim.url)
+        stream = sim.event_stream_url("magichour")
+        argv = ["run", str(batch), "--download-dir", str(tmp_path / "out"), "--no-progress"]
+        assert main([*argv, "--status-stream", stream]) == 0, capsys.readouterr().err
+        jobs = sim.stats()["jobs"]
+    assert "4 of 4 jobs finished: 4 complete" in capsys.readouterr().out
+    assert [job["status_requests"] for job in jobs] == [0] * 4
+
+
+def test_pollkit_run_webhook_needs_its_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    batch = tmp_path / "jobs.jsonl"
+    spec = {"tool": "ai-image-generator", "image_count": 1, "style": {"prompt": "x"}}
+    batch.write_text(json.dumps({"spec": spec}) + "\n")
+    monkeypatch.setenv("MAGIC_HOUR_API_KEY", "mhk_test")
+    argv = ["run", str(batch), "--download-dir", str(tmp_path), "--webhook", "0"]
+    assert main(argv) == 2
+    assert "POLLKIT_WEBHOOK_SECRET" in capsys.readouterr().err

@@ -7,7 +7,6 @@ work without the ``postgres`` extra installed.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Sequence
@@ -15,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pollkit.batch.journal._records import STATES, JournalEntry, JournalOutput
+from pollkit.batch.journal._records import STATES, JournalEntry, JournalOutput, entry_from_row
 from pollkit.errors import ConfigurationError
 
 __all__ = [
@@ -112,24 +111,7 @@ def utc(moment: datetime | None) -> datetime | None:
 def entry_of(row: Sequence[Any]) -> JournalEntry:
     """A `JournalEntry` from a row of `ENTRY` (or `WITH_OUTPUTS`) columns."""
     outputs = tuple(JournalOutput(*o) for o in row[13]) if len(row) > 13 else ()
-    created = utc(row[10])
-    assert created is not None  # NOT NULL in the schema
-    return JournalEntry(
-        key=row[0],
-        provider=row[1],
-        spec=json.loads(row[2]),
-        state=row[3],
-        job_id=row[4],
-        kind=row[5],
-        status=row[6],
-        native_status=row[7],
-        error=row[8],
-        attempts=row[9],
-        created_at=created,
-        submitted_at=utc(row[11]),
-        finished_at=utc(row[12]),
-        outputs=outputs,
-    )
+    return entry_from_row(row, outputs, utc)
 
 
 # `connection` is a psycopg ``AsyncConnection``, typed loosely: naming psycopg here, even for

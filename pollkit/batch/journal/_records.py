@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +38,7 @@ __all__ = [
     "JournalOutput",
     "canonical_json",
     "default_journal_path",
+    "entry_from_row",
     "spec_key",
 ]
 
@@ -145,3 +146,31 @@ class JournalEntry:
     submitted_at: datetime | None
     finished_at: datetime | None
     outputs: tuple[JournalOutput, ...] = ()
+
+
+def entry_from_row(
+    row: Sequence[Any],
+    outputs: tuple[JournalOutput, ...],
+    moment: Callable[[Any], datetime | None],
+) -> JournalEntry:
+    """A `JournalEntry` from the 13 columns every backend selects, in this order: key,
+    provider, spec (JSON text), state, job id, kind, status, native status, error, attempts,
+    created, submitted and finished; `moment` reads the backend's time columns."""
+    created = moment(row[10])
+    assert created is not None  # NOT NULL in every schema
+    return JournalEntry(
+        key=row[0],
+        provider=row[1],
+        spec=json.loads(row[2]),
+        state=row[3],
+        job_id=row[4],
+        kind=row[5],
+        status=row[6],
+        native_status=row[7],
+        error=row[8],
+        attempts=row[9],
+        created_at=created,
+        submitted_at=moment(row[11]),
+        finished_at=moment(row[12]),
+        outputs=outputs,
+    )

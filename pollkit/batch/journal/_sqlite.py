@@ -12,7 +12,6 @@ which gives it the async `Journal` protocol the scheduler speaks.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sqlite3
@@ -29,6 +28,7 @@ from pollkit.batch.journal._records import (
     JournalEntry,
     JournalOutput,
     canonical_json,
+    entry_from_row,
 )
 from pollkit.errors import ConfigurationError, StorageError
 from pollkit.models import Status
@@ -97,24 +97,7 @@ def _time(text: str | None) -> datetime | None:
 
 
 def _entry(row: tuple[Any, ...], outputs: tuple[JournalOutput, ...]) -> JournalEntry:
-    created = _time(row[10])
-    assert created is not None  # NOT NULL in the schema
-    return JournalEntry(
-        key=row[0],
-        provider=row[1],
-        spec=json.loads(row[2]),
-        state=row[3],
-        job_id=row[4],
-        kind=row[5],
-        status=row[6],
-        native_status=row[7],
-        error=row[8],
-        attempts=row[9],
-        created_at=created,
-        submitted_at=_time(row[11]),
-        finished_at=_time(row[12]),
-        outputs=outputs,
-    )
+    return entry_from_row(row, outputs, _time)
 
 
 def _not_empty(name: str, value: str) -> None:

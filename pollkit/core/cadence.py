@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
 import math
 from dataclasses import dataclass
 
@@ -11,9 +10,7 @@ from pollkit.policies import Cadence
 __all__ = [
     "DurationModel",
     "PollHints",
-    "batch_poll_delay",
     "capped_growth",
-    "learned_delay",
     "next_poll_delay",
 ]
 
@@ -128,79 +125,3 @@ class DurationModel:
         """The sorted durations of `group`, or None while there are too few to trust."""
         found = self._sorted.get(group)
         return found if found is not None and len(found) >= self.min_samples else None
-
-
-def learned_delay(
-    cadence: Cadence,
-    *,
-    age: float,
-    durations: list[float],
-    share: float = 0.2,
-    lag_cap: float = 2.0,
-) -> float | None:
-    """Wait until the next poll from the durations seen so far, or None to fall back to backoff.
-
-    Jobs like this one that are still running at `age` ended at the `durations` beyond it.
-    Sleep until the earliest of them if that is still far; otherwise poll each time about
-    `share` of them would have finished, but never wait longer than `lag_cap` there, so a job
-    that finishes is noticed soon.
-
-    Past the durations seen so far the job is at the frontier of what the batch has learned —
-    in a batch submitted at once, every running job is, since only the quick ones have ended —
-    so it is polled every `lag_cap` until it is twice as old as the longest duration seen;
-    beyond that it is an outlier, and the plain backoff takes over.
-
-    Args:
-        cadence: Bounds the result to [initial, maximum].
-        age: Seconds since the job was submitted.
-        durations: Sorted durations of comparable jobs.
-        share: Fraction of comparable running jobs expected to finish between two polls.
-        lag_cap: Longest wait while jobs like this one are finishing (never below the
-            cadence's `initial`: learning never polls faster than the user allowed).
-    """
-    lag_cap = max(lag_cap, cadence.initial)
-    first = bisect.bisect_right(durations, age)
-    survivors = len(durations) - first
-    if survivors < 3:
-        if durations and age <= 2 * durations[-1]:
-            return max(min(lag_cap, cadence.maximum), cadence.initial)
-        return None
-    until_first = durations[first] - age
-    if until_first > lag_cap:
-        return max(min(until_first, cadence.maximum), cadence.initial)
-    step = durations[min(first + max(1, int(share * survivors)), len(durations) - 1)] - age
-    return min(max(step, cadence.initial), lag_cap, cadence.maximum)
-
-
-def batch_poll_delay(
-    cadence: Cadence,
-    *,
-    polls: int,
-    age: float,
-    hints: PollHints,
-    durations: list[float] | None,
-    rand: float,
-) -> float | None:
-    """The wait before polling a job of a batch again, or None once its deadline has passed.
-
-    With enough durations of comparable jobs (`durations`), the `learned_delay` decides, spread
-    by the cadence's jitter; otherwise, or for an outlier, the plain backoff of
-    `next_poll_delay`. Either way a Retry-After is honoured and the deadline never passed.
-
-    Args:
-        cadence: The policy.
-        polls: Polls of this job so far (≥ 1).
-        age: Seconds since the job was submitted (or adopted).
-        hints: Server hints from the last reply.
-        durations: Sorted durations of comparable jobs, or None while too few are known.
-        rand: A uniform random number in [0, 1) for the jitter.
-    """
-    if cadence.timeout is not None and age >= cadence.timeout:
-        return None
-    learned = learned_delay(cadence, age=age, durations=durations) if durations else None
-    if learned is None:
-        return next_poll_delay(cadence, polls=polls, elapsed=age, hints=hints, rand=rand)
-    delay = max(learned * (1 + cadence.jitter * (2 * rand - 1)), hints.retry_after or 0.0)
-    if cadence.timeout is not None:
-        delay = min(delay, cadence.timeout - age)
-    return delay

@@ -93,38 +93,3 @@ def test_duration_model_needs_enough_samples_and_keeps_the_recent_ones() -> None
         model.observe("mh:image", seconds)
     assert model.samples("mh:image") == [1.0, 3.0, 7.0, 9.0]  # the oldest (5.0) dropped
     assert model.samples("mh:video") is None
-
-
-LEARN = Cadence(initial=0.1, maximum=30.0, jitter=0.0, timeout=None)
-SPREAD = [float(d) for d in range(10, 30)]  # jobs took 10, 11, … 29 s
-DENSE = [10.0 + i / 10 for i in range(21)]  # jobs took 10.0, 10.1, … 12.0 s
-
-
-@pytest.mark.parametrize(
-    ("durations", "age", "expected"),
-    [
-        (SPREAD, 0.0, 10.0),  # nothing ends before 10 s: sleep until then, in one wait
-        (SPREAD, 5.0, 5.0),
-        (SPREAD, 9.5, 2.0),  # a fifth of the 20 running ends by 14 s, but waits are capped at 2
-        (SPREAD, 20.0, 2.0),  # 9 still running; the next one ends at 22 s
-        (DENSE, 10.05, 0.45),  # 20 still running; a fifth of them (4) end by 10.5 s
-        (DENSE, 11.75, 0.15),  # 3 still running: poll at the next one, 11.9 s
-        (SPREAD, 27.5, 2.0),  # past what was seen (censored): the frontier, polled at the cap
-        (SPREAD, 58.0, 2.0),  # up to twice the longest duration seen
-        (SPREAD, 58.5, None),  # an outlier: plain backoff
-    ],
-)
-def test_learned_delay(durations: list[float], age: float, expected: float | None) -> None:
-    from pollkit.core.cadence import learned_delay
-
-    delay = learned_delay(LEARN, age=age, durations=durations)
-    assert delay == (None if expected is None else pytest.approx(expected))
-
-
-def test_learned_delay_never_polls_faster_than_initial_nor_past_maximum() -> None:
-    from pollkit.core.cadence import learned_delay
-
-    dense = [10.0 + i * 0.001 for i in range(200)]
-    assert learned_delay(LEARN, age=10.05, durations=dense) == LEARN.initial
-    short = LEARN.model_copy(update={"maximum": 3.0})
-    assert learned_delay(short, age=0.0, durations=dense) == 3.0

@@ -11,7 +11,7 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pollkit.core.cadence import PollHints, batch_poll_delay, learned_delay, next_poll_delay
+from pollkit.core.cadence import PollHints, next_poll_delay
 from pollkit.core.retry import retry_delays
 from pollkit.errors import RateLimited
 from pollkit.policies import Cadence, RetryPolicy
@@ -34,7 +34,6 @@ def cadences(draw: st.DrawFn) -> Cadence:
 
 
 hints_strategy = st.builds(PollHints, retry_after=maybe_seconds, eta_seconds=maybe_seconds)
-durations_strategy = st.none() | st.lists(seconds, min_size=1, max_size=40).map(sorted)
 
 
 def _check_bounds(cadence: Cadence, delay: float | None, elapsed: float, hints: PollHints) -> None:
@@ -70,37 +69,6 @@ def test_without_jitter_or_hints_the_backoff_never_shrinks(
     assert now is not None
     assert later is not None
     assert later >= now
-
-
-@given(cadences(), seconds, durations_strategy, st.floats(min_value=0, max_value=100))
-def test_learned_delay_stays_between_initial_and_maximum(
-    cadence: Cadence, age: float, durations: list[float] | None, lag_cap: float
-) -> None:
-    delay = learned_delay(cadence, age=age, durations=durations or [], lag_cap=lag_cap)
-    if delay is not None:
-        assert cadence.initial * (1 - 1e-9) <= delay <= cadence.maximum * (1 + 1e-9)
-
-
-@given(
-    cadences(),
-    st.integers(min_value=1, max_value=10_000),
-    seconds,
-    hints_strategy,
-    durations_strategy,
-    unit,
-)
-def test_batch_poll_delay_respects_the_policy_the_server_and_the_deadline(
-    cadence: Cadence,
-    polls: int,
-    age: float,
-    hints: PollHints,
-    durations: list[float] | None,
-    rand: float,
-) -> None:
-    delay = batch_poll_delay(
-        cadence, polls=polls, age=age, hints=hints, durations=durations, rand=rand
-    )
-    _check_bounds(cadence, delay, age, hints)
 
 
 @st.composite

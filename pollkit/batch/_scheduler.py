@@ -189,6 +189,9 @@ class Scheduler:
         self._pause_step = 0
         self._fatal: BaseException | None = None
         self._keys: set[str] = set()
+        #: Called with the key of each job dropped because another runner owns it now (set
+        #: by a `Runner`, which then stops holding the row).
+        self.on_drop: Callable[[str], None] | None = None
         self._submits = Submitter(self, lookup_retry=self._poll_retry)
         # When to poll: the schedule solved from the durations learned (pollkit.core.learning).
         self._learning = BatchLearning(
@@ -221,11 +224,15 @@ class Scheduler:
     def _drop(self, lost: ClaimLost) -> None:
         """Another runner owns the job now (a shared journal): it is theirs to finish, and
         this runner may claim it again later."""
+        if lost.key not in self._keys:
+            return  # dropped already: a second write of the same job was refused too
         _log.warning("dropping a job: %s", lost)
         self._keys.discard(lost.key)
         if lost.tracked:
             self._counters.tracked -= 1
             self._maybe_finished()
+        if self.on_drop is not None:
+            self.on_drop(lost.key)
 
     def _emit(self, event: Event) -> None:
         if self.on_event is not None:

@@ -12,7 +12,9 @@ import psycopg
 import pytest
 
 from pollkit import AsyncClient, Cadence, ConfigurationError, MagicHour, Result
+from pollkit.batch.journal import _pg_claims as claims
 from pollkit.batch.journal._postgres import PostgresJournal
+from pollkit.batch.journal._records import canonical_json, spec_key
 from pollkit.models import Event
 from pollkit.providers.pixy import Pixy
 from pollkit.sim import Scenario, Simulator
@@ -209,3 +211,59 @@ async def test_jobs_taken_from_a_lapsed_runner_are_dropped_by_it_and_finished_by
     for result in done:
         expected = [o["sha256"] for o in jobs[result.job_id]["outputs"]]
         assert [sha256_file(p) for p in result.downloaded_paths] == expected
+
+
+async def test_a_reclaimed_submitted_job_is_polled_and_its_recorded_outputs_not_fetched_again(
+    postgres_dsn: str, tmp_path: Path
+) -> None:
+    """A runner died after its job completed and one of its two outputs was recorded: the
+    runner that claims the job polls it and fetches only the other output."""
+    spec = image(1)  # two outputs
+    key = spec_key(spec)
+    async with Simulator(FAST) as sim, client_for(sim) as client:
+        submission = await client.submit(spec)
+        state = await client.wait(submission.job_id, kind=submission.kind)
+        first = await client.download(state.outputs[0], tmp_path / "dead", job_id=submission.job_id)
+        # The dead runner's rows: its claim, the submit, the first output verified.
+        dead = PostgresJournal(postgres_dsn)
+        await dead.open()
+        try:
+            name = client.provider.name
+            await claims.load(dead, name, [(key, canonical_json(spec), None)])
+            await claims.register(dead, "dead", "host", 1, 30.0)
+            dead.fences = {c.key: c.fence for c in await claims.claim(dead, "dead", 1)}
+            await dead.begin_submit(key, name, spec)
+            await dead.record_submitted(
+                key, submission.job_id, submission.kind, submission.submitted_at
+            )
+            await dead.record_output(key, 0, str(first.path), first.size, first.sha256)
+            await dead.execute("die", "UPDATE pollkit_runners SET lease_until = now()")
+        finally:
+            await dead.aclose()
+        before = {j["id"]: j for j in sim.stats()["jobs"]}[submission.job_id]
+        results = [
+            r
+            async for r in client.run(
+                [spec], download_directory=tmp_path / "out", journal=postgres_dsn
+            )
+        ]
+        after = {j["id"]: j for j in sim.stats()["jobs"]}[submission.job_id]
+    assert len(sim.stats()["jobs"]) == 1  # not submitted again
+    [result] = results
+    assert result.ok, result.error
+    assert result.job_id == submission.job_id
+    assert result.polls >= 1
+    assert after["status_requests"] > before["status_requests"]
+    # One download request: the output nobody had recorded.
+    assert after["download_requests"] - before["download_requests"] == 1
+    assert result.downloaded_paths[0] == first.path
+    assert result.downloaded_paths[1].parent == tmp_path / "out"
+    expected = [o["sha256"] for o in after["outputs"]]
+    assert list(result.sha256) == expected
+    assert [sha256_file(p) for p in result.downloaded_paths] == expected
+    with psycopg.connect(postgres_dsn) as db:
+        row = db.execute(
+            "SELECT state, settled, fence, (SELECT count(*) FROM pollkit_outputs o"
+            " WHERE o.spec_key = j.spec_key) FROM pollkit_jobs j"
+        ).fetchone()
+    assert row == ("done", True, 2, 2)

@@ -139,13 +139,6 @@ SLOW = Scenario(time_scale=100.0, queue_delay=(5.0, 15.0), render_time=(40.0, 80
 
 
 @pytest.mark.parametrize("api", ["magichour", "pixy"])  # pixy polls through its list endpoint
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "known bug, issue 18 left open: seen once in CI under load, one spec got a Result from"
-        " both the lapsed runner and the taker (61 results for 60 specs)"
-    ),
-)
 async def test_jobs_taken_from_a_lapsed_runner_are_dropped_by_it_and_finished_by_the_taker(
     api: str, postgres_dsn: str, tmp_path: Path
 ) -> None:
@@ -267,3 +260,55 @@ async def test_a_reclaimed_submitted_job_is_polled_and_its_recorded_outputs_not_
             " WHERE o.spec_key = j.spec_key) FROM pollkit_jobs j"
         ).fetchone()
     assert row == ("done", True, 2, 2)
+
+
+async def test_a_runner_yields_no_result_for_a_job_taken_between_its_failure_and_its_settle(
+    sim: Simulator, postgres_dsn: str, tmp_path: Path
+) -> None:
+    """Issue 18 (61 Results for 60 specs): a failure is written (a refused submit) and then
+    settled; a runner that claims the job in between owns it, and the first runner's Result
+    is not given, or the spec would get two."""
+    spec = image(0)
+    key = spec_key(spec)
+    sim.inject(422, count=1, method="POST")  # the submit is refused: nothing was created
+    journal = PostgresJournal(postgres_dsn)
+    await journal.open()
+    await claims.register(journal, "taker", "host", 2, 300.0)  # live all along
+    failed: list[Event] = []
+    taken = asyncio.Event()
+
+    def take_over(event: Event) -> None:
+        if event.kind == "failed":
+            failed.append(event)
+            # The taker claims the row at this moment (blocking the loop: the runner's
+            # settle cannot run before it).
+            with psycopg.connect(postgres_dsn, autocommit=True) as db:
+                db.execute(
+                    "UPDATE pollkit_jobs SET owner = 'taker', fence = fence + 1"
+                    " WHERE spec_key = %s",
+                    (key,),
+                )
+            taken.set()
+
+    async def run() -> list[Result]:
+        async with client_for(sim) as client:
+            return [
+                r
+                async for r in client.run(
+                    [spec], download_directory=tmp_path, journal=journal, on_event=take_over
+                )
+            ]
+
+    try:
+        running = asyncio.ensure_future(run())
+        await asyncio.wait_for(taken.wait(), 30)
+        # The taker finishes the job: the batch is over for every runner.
+        await journal.execute(
+            "taker settles", "UPDATE pollkit_jobs SET settled = true WHERE spec_key = %s", (key,)
+        )
+        results = await asyncio.wait_for(running, 30)
+    finally:
+        await journal.aclose()
+    assert [e.key for e in failed] == [key]  # it failed here ...
+    assert results == []  # ... and its Result is the taker's to give
+    assert journal.refused_writes == 1  # its settle matched nothing

@@ -459,7 +459,9 @@ class SimState:
         from the scenario's timings, not from a draw: ``url_expired`` (signed URLs refused as
         expired) and ``archive_not_ready`` (PiXYZ archive requests answered 425). Only the
         faults that failed a request count in ``requests.injected``. Each job's row gives its
-        ``unknown_status_window`` (simulated ``[start, end)``, or None).
+        ``unknown_status_window`` (simulated ``[start, end)``, or None), and how many of its
+        status reads (``status_requests``) and output file requests (``download_requests``)
+        were answered.
         """
         with self.lock:
             now = self.clock.now()

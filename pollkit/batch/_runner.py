@@ -8,8 +8,10 @@ anything left: the last ones wait, ready to take over the jobs of a runner that 
 
 Its heartbeat runs on the runner's own event loop, so a loop that stalls stops renewing the
 lease. When the lease lapses, other runners claim the jobs (bumping each one's fence) and
-every later write of this runner to them matches nothing (`ClaimLost`): it drops them. A
-runner that missed its own lease begins no submit until it has renewed.
+every later write of this runner to them matches nothing (`ClaimLost`): it drops them, and
+yields no Result for them (one Result per spec: the new owner's). A runner never claims back
+a row it still works on: once another runner had it, it is lost to this one. A runner that
+missed its own lease begins no submit until it has renewed.
 """
 
 from __future__ import annotations
@@ -170,11 +172,14 @@ class Runner:
             _log.info("runner %s: %d jobs that did not end done are open again", self.id, again)
         journal.fences = {}
         journal.before_submit = self._lease_held
+        scheduler.on_drop = self._dropped
         beat = asyncio.ensure_future(self._heartbeats())
         try:
             async for event in scheduler.events(self._claimed(scheduler)):
                 if event.kind in ("done", "failed"):
-                    await self._settle(event)
+                    if not await self._settle(scheduler, event):
+                        continue  # another runner owns the job now: its Result is theirs
+                    self._followed.add(event.key)  # one Result per spec, also when joining
                 yield event
         finally:
             beat.cancel()
@@ -185,16 +190,46 @@ class Runner:
             journal.before_submit = None
             journal.fresh.clear()
 
-    async def _settle(self, event: Event) -> None:
+    def _dropped(self, key: str) -> None:
+        """The scheduler dropped a job another runner claimed: this one holds it no more."""
+        fences = self.journal.fences
+        if fences is not None:
+            fences.pop(key, None)
+        self._freed.set()
+
+    async def _settle(self, scheduler: Scheduler, event: Event) -> bool:
+        """Mark a job this runner finished as settled; False when another runner owns it.
+
+        A done job was settled with its last write; a failed one is settled here, with the
+        fence still held meanwhile (so that no claim of this runner takes the row back from
+        under its own settle).
+        """
         fences = self.journal.fences
         assert fences is not None
-        fence = fences.pop(event.key, None)  # a done job was settled with its last write
-        self._freed.set()
-        if fence is not None and not await claims.settle(self.journal, event.key, fence):
-            self.journal.refused_writes += 1
-            _log.warning(
-                "runner %s: %s was claimed by another runner; left to it", self.id, event.key
-            )
+        # The scheduler is done with the key: claimed again one day (a rerun reopened it, or
+        # its new owner died), it is new work.
+        scheduler._keys.discard(event.key)
+        fence = fences.get(event.key)
+        if fence is None:
+            self._freed.set()  # room for another claim (the last write let go of the row)
+            # Settled by its last write (done), or finished by another runner (joining);
+            # else a job this runner no longer holds.
+            if event.kind == "done" or event.key in self._followed:
+                return True
+        else:
+            try:
+                if await claims.settle(self.journal, event.key, fence):
+                    return True
+            finally:
+                fences.pop(event.key, None)
+                self._freed.set()
+        self.journal.refused_writes += 1
+        _log.warning(
+            "runner %s: %s was claimed by another runner; its result is left to it",
+            self.id,
+            event.key,
+        )
+        return False
 
     async def _follow(self, scheduler: Scheduler) -> None:
         """Hand the scheduler, as events, the jobs other runners finished since last time."""
@@ -221,20 +256,15 @@ class Runner:
                 got = await claims.claim(
                     self.journal, self.id, min(room, self.claim_batch), list(fences)
                 )
-            new = []
             for row in got:
-                # A row this runner still works on comes back when its lease lapsed (a
-                # database restart) and nobody live took it meanwhile: the job goes on here
-                # under the new fence, and is not handed to the scheduler a second time.
-                if row.key not in fences:
-                    new.append(row)
+                # Never a row this runner holds (`claims.claim` leaves those out).
                 fences[row.key] = row.fence
                 if row.state == "pending":
                     self.journal.fresh.add(row.key)
                 if row.state == "ambiguous":
                     _log.info("runner %s: claimed %s with its submit in doubt", self.id, row.key)
             self.claims += len(got)
-            for row in new:
+            for row in got:
                 yield (row.key, row.spec)
             if got:
                 continue

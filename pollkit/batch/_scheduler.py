@@ -36,7 +36,7 @@ from collections.abc import (
     Iterable,
     Mapping,
 )
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -45,13 +45,13 @@ from pollkit._aio import wait_event
 from pollkit.batch._learning import BatchLearning
 from pollkit.batch._submits import Submitter
 from pollkit.batch.journal._protocol import ClaimLost, Journal
-from pollkit.batch.journal._records import JournalEntry, spec_key
+from pollkit.batch.journal._records import JournalEntry, JournalOutput, spec_key
 from pollkit.core.cadence import DurationModel, PollHints
 from pollkit.core.ratelimit import TokenBucket
 from pollkit.core.retry import retry_after_of
 from pollkit.display._progress import NullProgress, ProgressSink
 from pollkit.download._destination import Destination, is_url
-from pollkit.download._downloader import Downloader, Refresh
+from pollkit.download._downloader import Downloader, Refresh, SavedFile
 from pollkit.errors import (
     APIError,
     AuthenticationError,
@@ -99,6 +99,8 @@ class _Job:
     ended: bool = False
     watch: asyncio.Task[None] | None = None  # following its notifications (a push source)
     seen_at: float = 0.0  # its age at the last observation
+    # Outputs a previous run (or runner) verified and recorded, still there: not fetched again.
+    recorded: tuple[JournalOutput, ...] = ()
 
 
 @dataclass(slots=True)
@@ -112,17 +114,19 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _present(output: JournalOutput) -> bool:
+    """Whether an output the journal verified is still there with its size."""
+    if is_url(output.path):
+        return True  # delivered to a store: recorded only after the put, so trusted
+    try:
+        return os.stat(output.path).st_size == output.size
+    except OSError:
+        return False
+
+
 def _files_present(entry: JournalEntry) -> bool:
     """Whether every output the journal verified is still on disk with its size."""
-    for output in entry.outputs:
-        if is_url(output.path):
-            continue  # delivered to a store: recorded only after the put, so trusted
-        try:
-            if os.stat(output.path).st_size != output.size:
-                return False
-        except OSError:
-            return False
-    return True
+    return all(_present(output) for output in entry.outputs)
 
 
 async def _each(items: Iterable[_T] | AsyncIterable[_T]) -> AsyncIterator[_T]:
@@ -189,6 +193,9 @@ class Scheduler:
         self._pause_step = 0
         self._fatal: BaseException | None = None
         self._keys: set[str] = set()
+        #: Called with the key of each job dropped because another runner owns it now (set
+        #: by a `Runner`, which then stops holding the row).
+        self.on_drop: Callable[[str], None] | None = None
         self._submits = Submitter(self, lookup_retry=self._poll_retry)
         # When to poll: the schedule solved from the durations learned (pollkit.core.learning).
         self._learning = BatchLearning(
@@ -221,11 +228,15 @@ class Scheduler:
     def _drop(self, lost: ClaimLost) -> None:
         """Another runner owns the job now (a shared journal): it is theirs to finish, and
         this runner may claim it again later."""
+        if lost.key not in self._keys:
+            return  # dropped already: a second write of the same job was refused too
         _log.warning("dropping a job: %s", lost)
         self._keys.discard(lost.key)
         if lost.tracked:
             self._counters.tracked -= 1
             self._maybe_finished()
+        if self.on_drop is not None:
+            self.on_drop(lost.key)
 
     def _emit(self, event: Event) -> None:
         if self.on_event is not None:
@@ -344,8 +355,17 @@ class Scheduler:
                     self._replay(entry)
                     return
                 if entry.state in ("submitted", "done") and entry.job_id:
+                    # Polled at once (a rerun, or a job reclaimed from a runner that died);
+                    # the outputs already recorded, and still there, are not fetched again.
+                    recorded = tuple(o for o in entry.outputs if _present(o))
                     self._track(
-                        key, entry.job_id, entry.kind, entry.submitted_at, fresh=False, due=0.0
+                        key,
+                        entry.job_id,
+                        entry.kind,
+                        entry.submitted_at,
+                        fresh=False,
+                        due=0.0,
+                        recorded=recorded,
                     )
                     return
                 if entry.state == "ambiguous":
@@ -419,6 +439,7 @@ class Scheduler:
         *,
         fresh: bool,
         due: float,
+        recorded: tuple[JournalOutput, ...] = (),
     ) -> None:
         since = time.monotonic()
         if fresh and submitted_at is not None:
@@ -427,7 +448,7 @@ class Scheduler:
             waited = max((_now() - submitted_at).total_seconds(), 0.0)
             since -= waited
             due = max(due - waited, 0.0)
-        job = _Job(key, job_id, kind, since, submitted_at, fresh)
+        job = _Job(key, job_id, kind, since, submitted_at, fresh, recorded=recorded)
         self._counters.tracked += 1
         self.progress.add_jobs(1)
         if self.push is not None:
@@ -671,23 +692,25 @@ class Scheduler:
         digests: tuple[str, ...] = ()
         error: BaseException | None = None
         if self.download_outputs and state.status is Status.COMPLETE and state.outputs:
-            self._emit(Event("download_started", job.key, job.job_id, state=state))
+            known = {o.index: o for o in job.recorded}
+            missing = tuple(o for o in state.outputs if o.index not in known)
+            saved: list[SavedFile] = []
             try:
-                saved = await self.downloader.fetch_all(
-                    state,
-                    self.directory,
-                    refresh=self.refresher(job.job_id, job.kind),
-                    progress=self.progress,
-                    fields=self.provider.name_fields(state),
-                )
+                if missing:
+                    self._emit(Event("download_started", job.key, job.job_id, state=state))
+                    saved = await self.downloader.fetch_all(
+                        replace(state, outputs=missing),
+                        self.directory,
+                        refresh=self.refresher(job.job_id, job.kind),
+                        progress=self.progress,
+                        fields=self.provider.name_fields(state),
+                    )
             except (DownloadError, APIError, TransportError) as exc:
                 error = exc
             else:
-                paths = tuple(f.path for f in saved if f.destination is None)
-                urls = tuple(f.destination for f in saved if f.destination is not None)
-                extracted = tuple(p for f in saved for p in f.extracted)
-                digests = tuple(f.sha256 for f in saved)
-                for output, file in zip(state.outputs, saved, strict=True):
+                fetched: dict[int, SavedFile] = {}
+                for output, file in zip(missing, saved, strict=True):
+                    fetched[output.index] = file
                     self._emit(
                         Event(
                             "download_finished",
@@ -705,6 +728,23 @@ class Scheduler:
                             file.size,
                             file.sha256,
                         )
+                # In the outputs' order, each from this download or from the journal.
+                for output in state.outputs:
+                    found = fetched.get(output.index)
+                    if found is not None:
+                        if found.destination is None:
+                            paths += (found.path,)
+                        else:
+                            urls += (found.destination,)
+                        extracted += found.extracted
+                        digests += (found.sha256,)
+                        continue
+                    record = known[output.index]
+                    if is_url(record.path):
+                        urls += (record.path,)
+                    else:
+                        paths += (Path(record.path),)
+                    digests += (record.sha256,)
         if error is None and self.journal is not None:
             await self.journal.record_done(job.key)
         result = Result(

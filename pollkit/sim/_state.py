@@ -95,6 +95,8 @@ class Job:
         canceled_at: When a user canceled it, if they did.
         deleted: Whether it was deleted.
         status_requests: How many GETs of it were answered.
+        download_requests: How many requests for its output files were answered (each
+            range request of a resumed download counts).
         unknown_window: Simulated times ``[start, end)`` during which status reads show the
             dialect's unknown native status (`Scenario.unknown_status_rate`), or None.
     """
@@ -112,6 +114,7 @@ class Job:
     canceled_at: float | None = None
     deleted: bool = False
     status_requests: int = 0
+    download_requests: int = 0
     unknown_window: tuple[float, float] | None = None
 
     @property
@@ -456,7 +459,9 @@ class SimState:
         from the scenario's timings, not from a draw: ``url_expired`` (signed URLs refused as
         expired) and ``archive_not_ready`` (PiXYZ archive requests answered 425). Only the
         faults that failed a request count in ``requests.injected``. Each job's row gives its
-        ``unknown_status_window`` (simulated ``[start, end)``, or None).
+        ``unknown_status_window`` (simulated ``[start, end)``, or None), and how many of its
+        status reads (``status_requests``) and output file requests (``download_requests``)
+        were answered.
         """
         with self.lock:
             now = self.clock.now()
@@ -501,6 +506,7 @@ class SimState:
                     "render_time": job.render_time,
                     "finished_at": job.finished_at(now),
                     "status_requests": job.status_requests,
+                    "download_requests": job.download_requests,
                     "unknown_status_window": job.unknown_window,
                     "deleted": job.deleted,
                     "outputs": outputs,

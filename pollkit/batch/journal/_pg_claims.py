@@ -164,22 +164,25 @@ async def claim(
 ) -> list[Claimed]:
     """Take up to `limit` rows nobody live owns and nobody has settled, oldest first.
 
-    Rows this runner owns but does not hold (`held`: those it knows) are taken again too: a
-    claim whose reply was lost (the server restarted after committing it) must not leave its
-    rows owned by a live runner that does not know it has them.
+    Rows this runner owns but does not hold are taken again too: a claim whose reply was
+    lost (the server restarted after committing it) must not leave its rows owned by a live
+    runner that does not know it has them. Rows it holds (`held`: the jobs it works on) are
+    never taken, whoever owns them now: one that another runner took meanwhile (while this
+    one's lease had lapsed) is lost to this one, and its next write says so (`ClaimLost`).
+    Claimed back under a new fence instead, a write already sent with the old fence would
+    come back refused for a row this runner owns, and the job would end half recorded.
     """
     rows = await journal.execute(
         "claim",
         "WITH picked AS (SELECT j.spec_key FROM pollkit_jobs j WHERE NOT j.settled"
-        " AND (j.owner IS NULL OR (j.owner = %s AND NOT j.spec_key = ANY(%s))"
-        " OR (j.owner <> %s AND NOT EXISTS ("
-        f" SELECT 1 FROM pollkit_runners r WHERE r.runner_id = j.owner AND {_LIVE})))"
+        " AND NOT j.spec_key = ANY(%s) AND (j.owner IS NULL OR j.owner = %s OR NOT EXISTS ("
+        f" SELECT 1 FROM pollkit_runners r WHERE r.runner_id = j.owner AND {_LIVE}))"
         " ORDER BY j.seq LIMIT %s FOR UPDATE SKIP LOCKED)"
         " UPDATE pollkit_jobs j SET owner = %s, fence = j.fence + 1, claimed_at = now(),"
         " state = CASE WHEN j.state = 'submitting' THEN 'ambiguous' ELSE j.state END"
         " FROM picked WHERE j.spec_key = picked.spec_key"
         " RETURNING j.spec_key, j.spec, j.fence, j.state",
-        (runner_id, list(held), runner_id, limit, runner_id),
+        (list(held), runner_id, limit, runner_id),
     )
     return [Claimed(key, json.loads(spec), fence, state) for key, spec, fence, state in rows]
 

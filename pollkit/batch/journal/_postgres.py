@@ -248,9 +248,20 @@ class PostgresJournal:
         return " AND fence = %s", (fence,)
 
     async def _why_not(
-        self, key: str, action: str, allowed: Collection[str], *, tracked: bool
+        self,
+        key: str,
+        action: str,
+        allowed: Collection[str],
+        *,
+        tracked: bool,
+        fence: tuple[str, tuple[int, ...]],
     ) -> tuple[str, Any, Any]:
-        """A write changed nothing: the row's (state, status, job id), or the error why."""
+        """A write changed nothing: the row's (state, status, job id), or the error why.
+
+        `fence` is what the write carried (`_fence`): the row's fence is compared with the one
+        the write was sent with, not with this runner's fence now, which may be another by the
+        time the write comes back.
+        """
         rows = await self.execute(
             action,
             "SELECT state, status, job_id, fence, owner FROM pollkit_jobs WHERE spec_key = %s",
@@ -258,15 +269,16 @@ class PostgresJournal:
         )
         if not rows or (rows[0][0] == PENDING and self.fences is None):
             raise KeyError(f"journal has no entry for key {key!r}")
-        state, status, job_id, fence, owner = rows[0]
-        if self.fences is not None and self.fences.get(key) != fence:
-            self.fences.pop(key, None)
+        state, status, job_id, now_fence, owner = rows[0]
+        if self.fences is not None and fence[1] != (now_fence,):
+            # Left in `fences` until the scheduler has dropped the job (the runner's
+            # `on_drop`): a row it still holds is never claimed again meanwhile.
             self.refused_writes += 1
             raise ClaimLost(
                 key=key,
                 action=action,
                 tracked=tracked,
-                reason=f"runner {owner} claimed it since (fence {fence})",
+                reason=f"runner {owner} claimed it since (fence {now_fence})",
             )
         if state not in allowed:
             raise ConfigurationError(
@@ -335,7 +347,8 @@ class PostgresJournal:
         _not_empty("key", key)
         _not_empty("provider", provider)
         text = canonical_json(spec)
-        fence, fence_params = self._fence(key, "begin the submit of", tracked=False)
+        carried = self._fence(key, "begin the submit of", tracked=False)
+        fence, fence_params = carried
         if self.before_submit is not None:
             await self.before_submit()
         rows = await self.execute(
@@ -362,8 +375,8 @@ class PostgresJournal:
                 f"journal: key {key!r} was recorded for a different"
                 f" {'provider' if stored == text else 'spec'}; two specs must not share a key"
             )
-        if self.fences is not None and self.fences.get(key) != row[14]:
-            await self._why_not(key, "begin the submit of", STATES, tracked=False)
+        if self.fences is not None and fence_params != (row[14],):
+            await self._why_not(key, "begin the submit of", STATES, tracked=False, fence=carried)
         return entry_of(row[:14])
 
     async def _update(
@@ -374,17 +387,18 @@ class PostgresJournal:
         assignments: str,
         params: Sequence[Any],
         *,
-        tracked: bool,
+        fence: tuple[str, tuple[int, ...]],
         extra: str = "",
         extra_params: Sequence[Any] = (),
         returning: str = "1",
         repeats: list[float] | None = None,
     ) -> list[tuple[Any, ...]]:
-        fence, fence_params = self._fence(key, action, tracked=tracked)
+        fence_sql, fence_params = fence
         return await self.execute(
             action,
             f"UPDATE pollkit_jobs j SET {assignments}, updated_at = now()"
-            f" WHERE j.spec_key = %s AND j.state = ANY(%s){extra}{fence} RETURNING {returning}",
+            f" WHERE j.spec_key = %s AND j.state = ANY(%s){extra}{fence_sql}"
+            f" RETURNING {returning}",
             (*params, key, list(allowed), *extra_params, *fence_params),
             repeats=repeats,
         )
@@ -402,19 +416,20 @@ class PostgresJournal:
         _not_empty("job_id", job_id)
         action = "record submitted"
         allowed = ("submitting", "ambiguous")
+        fence = self._fence(key, action, tracked=False)
         changed = await self._update(
             key,
             action,
             allowed,
             "state = 'submitted', job_id = %s, kind = %s, error = NULL, submitted_at = %s",
             (job_id, kind, _as_utc(submitted_at)),
-            tracked=False,
+            fence=fence,
         )
         if changed:
             _log.debug("journal: key %s submitted as job %s", key, job_id)
             return
         _, _, known = await self._why_not(
-            key, action, (*allowed, "submitted", "done"), tracked=False
+            key, action, (*allowed, "submitted", "done"), tracked=False, fence=fence
         )
         if known != job_id:
             raise ConfigurationError(
@@ -425,16 +440,17 @@ class PostgresJournal:
         """Record that the server refused the submit: nothing was created (``rejected``)."""
         allowed = ("submitting", "rejected")
         action = "record a refused submit for"
+        fence = self._fence(key, action, tracked=False)
         if not await self._update(
-            key, action, allowed, "state = 'rejected', error = %s", (error,), tracked=False
+            key, action, allowed, "state = 'rejected', error = %s", (error,), fence=fence
         ):
-            await self._why_not(key, action, allowed, tracked=False)
+            await self._why_not(key, action, allowed, tracked=False, fence=fence)
 
     async def retry_submit(self, key: str) -> JournalEntry:
         """Begin another submit of a ``rejected`` or ``ambiguous`` entry (attempts + 1)."""
         action = "retry the submit of"
         allowed = ("rejected", "ambiguous")
-        self._fence(key, action, tracked=False)
+        fence = self._fence(key, action, tracked=False)
         if self.before_submit is not None:
             await self.before_submit()
         repeats: list[float] = []
@@ -444,14 +460,14 @@ class PostgresJournal:
             allowed,
             "state = 'submitting', attempts = j.attempts + 1",
             (),
-            tracked=False,
+            fence=fence,
             returning=ENTRY,
             repeats=repeats,
         )
         if rows:
             return entry_of(rows[0])
         also = ("submitting",) if repeats else ()
-        await self._why_not(key, action, (*allowed, *also), tracked=False)
+        await self._why_not(key, action, (*allowed, *also), tracked=False, fence=fence)
         # Sent again after a lost connection, and the first one was committed: that is ours.
         entry = await self.get(key)
         assert entry is not None
@@ -460,12 +476,11 @@ class PostgresJournal:
     async def mark_ambiguous(self, key: str) -> None:
         """Record that a submit's outcome is unknown: the job may exist (``ambiguous``)."""
         action = "mark ambiguous"
-        if await self._update(
-            key, action, ("submitting",), "state = 'ambiguous'", (), tracked=False
-        ):
+        fence = self._fence(key, action, tracked=False)
+        if await self._update(key, action, ("submitting",), "state = 'ambiguous'", (), fence=fence):
             _log.info("journal: key %s may or may not have been submitted; marked ambiguous", key)
             return
-        await self._why_not(key, action, ("submitting", "ambiguous"), tracked=False)
+        await self._why_not(key, action, ("submitting", "ambiguous"), tracked=False, fence=fence)
 
     async def record_status(
         self,
@@ -491,6 +506,7 @@ class PostgresJournal:
         moment = _as_utc(observed_at)
         action = "record a status for"
         allowed = ("submitted", "done")
+        fence = self._fence(key, action, tracked=True)
         changed = await self._update(
             key,
             action,
@@ -498,7 +514,7 @@ class PostgresJournal:
             "status = %s, native_status = %s, error = %s, observed_at = %s,"
             " finished_at = CASE WHEN %s THEN %s ELSE j.finished_at END",
             (status, native_status, error, moment, terminal, moment),
-            tracked=True,
+            fence=fence,
             # A terminal status is final; replies of concurrent polls can land out of order,
             # and the newer one stands.
             extra=" AND (j.status IS NULL OR NOT j.status = ANY(%s))"
@@ -507,7 +523,7 @@ class PostgresJournal:
         )
         if changed:
             return
-        _, known, _ = await self._why_not(key, action, allowed, tracked=True)
+        _, known, _ = await self._why_not(key, action, allowed, tracked=True, fence=fence)
         if known in _TERMINAL and known != status:
             _log.warning(
                 "journal: key %s is already %s; ignoring later status %s", key, known, status
@@ -525,7 +541,8 @@ class PostgresJournal:
             raise ConfigurationError(f"journal: bad output index {index} or size {size}")
         action = "record an output for"
         allowed = ("submitted", "done")
-        fence, fence_params = self._fence(key, action, tracked=True)
+        carried = self._fence(key, action, tracked=True)
+        fence, fence_params = carried
         rows = await self.execute(
             action,
             "INSERT INTO pollkit_outputs (spec_key, idx, path, size, sha256, recorded_at)"
@@ -537,7 +554,7 @@ class PostgresJournal:
             (index, path, size, sha256, key, list(allowed), *fence_params),
         )
         if not rows:
-            await self._why_not(key, action, allowed, tracked=True)
+            await self._why_not(key, action, allowed, tracked=True, fence=carried)
 
     async def record_done(self, key: str) -> None:
         """Record that nothing is left to do for this spec (``done``; settled for runners).
@@ -548,15 +565,16 @@ class PostgresJournal:
             ClaimLost: Another runner owns the job now.
         """
         action = "mark done"
+        fence = self._fence(key, action, tracked=True)
         if await self._update(
             key,
             action,
             ("submitted",),
             "state = 'done', settled = true, settled_at = now()",
             (),
-            tracked=True,
+            fence=fence,
         ):
             if self.fences is not None:
                 self.fences.pop(key, None)
             return
-        await self._why_not(key, action, ("submitted", "done"), tracked=True)
+        await self._why_not(key, action, ("submitted", "done"), tracked=True, fence=fence)

@@ -81,6 +81,8 @@ async def _file(request: web.Request) -> web.StreamResponse:
     output = next((o for o in job.outputs if o.name == name), None)
     if output is None:
         return _message(404, "Not Found")
+    with state.lock:
+        job.download_requests += 1
     info, data = state.file_data(job, output)
     entity = bytes_entity(
         data, etag=info.etag, media_type=info.media_type, modified_at=state.clock.wall(finished)

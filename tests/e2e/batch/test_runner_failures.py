@@ -249,14 +249,6 @@ def test_a_runner_frozen_past_its_lease_writes_nothing_over_the_new_owner(
     assert "lost it" in runners.output(1)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "known bug, issue 18 left open: when PostgreSQL restarts mid-batch, a few rows a runner"
-        " claimed back can end settled in state 'submitted' (their job complete) instead of"
-        " 'done', in roughly one run in four on a loaded machine"
-    ),
-)
 def test_postgresql_restarted_mid_batch_the_runners_wait_and_go_on(
     runners: Runners, sim: ThreadedSimulator, postgres_dsn: str, postgres_server: PostgresServer
 ) -> None:

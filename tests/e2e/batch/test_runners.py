@@ -12,7 +12,9 @@ import psycopg
 import pytest
 
 from pollkit import AsyncClient, Cadence, ConfigurationError, MagicHour, Result
+from pollkit.batch.journal import _pg_claims as claims
 from pollkit.batch.journal._postgres import PostgresJournal
+from pollkit.batch.journal._records import canonical_json, spec_key
 from pollkit.models import Event
 from pollkit.providers.pixy import Pixy
 from pollkit.sim import Scenario, Simulator
@@ -137,13 +139,6 @@ SLOW = Scenario(time_scale=100.0, queue_delay=(5.0, 15.0), render_time=(40.0, 80
 
 
 @pytest.mark.parametrize("api", ["magichour", "pixy"])  # pixy polls through its list endpoint
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "known bug, issue 18 left open: seen once in CI under load, one spec got a Result from"
-        " both the lapsed runner and the taker (61 results for 60 specs)"
-    ),
-)
 async def test_jobs_taken_from_a_lapsed_runner_are_dropped_by_it_and_finished_by_the_taker(
     api: str, postgres_dsn: str, tmp_path: Path
 ) -> None:
@@ -209,3 +204,111 @@ async def test_jobs_taken_from_a_lapsed_runner_are_dropped_by_it_and_finished_by
     for result in done:
         expected = [o["sha256"] for o in jobs[result.job_id]["outputs"]]
         assert [sha256_file(p) for p in result.downloaded_paths] == expected
+
+
+async def test_a_reclaimed_submitted_job_is_polled_and_its_recorded_outputs_not_fetched_again(
+    postgres_dsn: str, tmp_path: Path
+) -> None:
+    """A runner died after its job completed and one of its two outputs was recorded: the
+    runner that claims the job polls it and fetches only the other output."""
+    spec = image(1)  # two outputs
+    key = spec_key(spec)
+    async with Simulator(FAST) as sim, client_for(sim) as client:
+        submission = await client.submit(spec)
+        state = await client.wait(submission.job_id, kind=submission.kind)
+        first = await client.download(state.outputs[0], tmp_path / "dead", job_id=submission.job_id)
+        # The dead runner's rows: its claim, the submit, the first output verified.
+        dead = PostgresJournal(postgres_dsn)
+        await dead.open()
+        try:
+            name = client.provider.name
+            await claims.load(dead, name, [(key, canonical_json(spec), None)])
+            await claims.register(dead, "dead", "host", 1, 30.0)
+            dead.fences = {c.key: c.fence for c in await claims.claim(dead, "dead", 1)}
+            await dead.begin_submit(key, name, spec)
+            await dead.record_submitted(
+                key, submission.job_id, submission.kind, submission.submitted_at
+            )
+            await dead.record_output(key, 0, str(first.path), first.size, first.sha256)
+            await dead.execute("die", "UPDATE pollkit_runners SET lease_until = now()")
+        finally:
+            await dead.aclose()
+        before = {j["id"]: j for j in sim.stats()["jobs"]}[submission.job_id]
+        results = [
+            r
+            async for r in client.run(
+                [spec], download_directory=tmp_path / "out", journal=postgres_dsn
+            )
+        ]
+        after = {j["id"]: j for j in sim.stats()["jobs"]}[submission.job_id]
+    assert len(sim.stats()["jobs"]) == 1  # not submitted again
+    [result] = results
+    assert result.ok, result.error
+    assert result.job_id == submission.job_id
+    assert result.polls >= 1
+    assert after["status_requests"] > before["status_requests"]
+    # One download request: the output nobody had recorded.
+    assert after["download_requests"] - before["download_requests"] == 1
+    assert result.downloaded_paths[0] == first.path
+    assert result.downloaded_paths[1].parent == tmp_path / "out"
+    expected = [o["sha256"] for o in after["outputs"]]
+    assert list(result.sha256) == expected
+    assert [sha256_file(p) for p in result.downloaded_paths] == expected
+    with psycopg.connect(postgres_dsn) as db:
+        row = db.execute(
+            "SELECT state, settled, fence, (SELECT count(*) FROM pollkit_outputs o"
+            " WHERE o.spec_key = j.spec_key) FROM pollkit_jobs j"
+        ).fetchone()
+    assert row == ("done", True, 2, 2)
+
+
+async def test_a_runner_yields_no_result_for_a_job_taken_between_its_failure_and_its_settle(
+    sim: Simulator, postgres_dsn: str, tmp_path: Path
+) -> None:
+    """Issue 18 (61 Results for 60 specs): a failure is written (a refused submit) and then
+    settled; a runner that claims the job in between owns it, and the first runner's Result
+    is not given, or the spec would get two."""
+    spec = image(0)
+    key = spec_key(spec)
+    sim.inject(422, count=1, method="POST")  # the submit is refused: nothing was created
+    journal = PostgresJournal(postgres_dsn)
+    await journal.open()
+    await claims.register(journal, "taker", "host", 2, 300.0)  # live all along
+    failed: list[Event] = []
+    taken = asyncio.Event()
+
+    def take_over(event: Event) -> None:
+        if event.kind == "failed":
+            failed.append(event)
+            # The taker claims the row at this moment (blocking the loop: the runner's
+            # settle cannot run before it).
+            with psycopg.connect(postgres_dsn, autocommit=True) as db:
+                db.execute(
+                    "UPDATE pollkit_jobs SET owner = 'taker', fence = fence + 1"
+                    " WHERE spec_key = %s",
+                    (key,),
+                )
+            taken.set()
+
+    async def run() -> list[Result]:
+        async with client_for(sim) as client:
+            return [
+                r
+                async for r in client.run(
+                    [spec], download_directory=tmp_path, journal=journal, on_event=take_over
+                )
+            ]
+
+    try:
+        running = asyncio.ensure_future(run())
+        await asyncio.wait_for(taken.wait(), 30)
+        # The taker finishes the job: the batch is over for every runner.
+        await journal.execute(
+            "taker settles", "UPDATE pollkit_jobs SET settled = true WHERE spec_key = %s", (key,)
+        )
+        results = await asyncio.wait_for(running, 30)
+    finally:
+        await journal.aclose()
+    assert [e.key for e in failed] == [key]  # it failed here ...
+    assert results == []  # ... and its Result is the taker's to give
+    assert journal.refused_writes == 1  # its settle matched nothing

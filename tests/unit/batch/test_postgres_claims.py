@@ -109,13 +109,56 @@ async def test_a_lapsed_runner_loses_its_jobs_and_its_writes_change_nothing(
     with pytest.raises(ClaimLost):
         await old.record_submitted("k000", "job-0", None, T0)
     assert old.refused_writes == 3
-    assert old.fences == {}
+    # Still held until the scheduler has dropped them (the runner's `on_drop`): meanwhile no
+    # claim of this runner takes them back.
+    assert old.fences == {"k000": 1, "k001": 1, "k002": 1}
     assert await new.entries() == before  # nothing changed
     await new.record_status("k001", "complete", "done", T0)
     await new.record_done("k001")
     assert not await claims.settle(old, "k002", 1)
     assert await claims.settle(new, "k002", 2)
     assert await claims.unsettled(new) == 1
+
+
+async def test_a_runner_never_claims_back_a_row_it_holds_and_a_late_write_stays_refused(
+    pair: tuple[PostgresJournal, PostgresJournal],
+) -> None:
+    """Issue 18's restart bug: the old runner's row was taken, then its taker lapsed too. A
+    claim of the old runner must not take back the row it still works on (a write of it sent
+    with the old fence would come back refused for a row it owns), and a write is judged by
+    the fence it was sent with, not by the runner's fence when its answer comes back."""
+    old, new = pair
+    await claims.load(old, "sim", rows(2))
+    await runner(old, "old")
+    await runner(new, "new")
+    for c in await claims.claim(old, "old", 10):
+        old.fences[c.key] = c.fence  # type: ignore[index]
+    assert old.fences == {"k000": 1, "k001": 1}
+    await new.execute(
+        "lapse", "UPDATE pollkit_runners SET lease_until = now() WHERE runner_id = 'old'"
+    )
+    assert {c.key for c in await claims.claim(new, "new", 10)} == {"k000", "k001"}
+    await old.execute(
+        "lapse", "UPDATE pollkit_runners SET lease_until = now() WHERE runner_id = 'new'"
+    )
+    await claims.heartbeat(old, "old", 30.0, 2)
+    # Both rows now belong to a dead runner; the old one holds them and leaves them.
+    assert await claims.claim(old, "old", 10, list(old.fences)) == []
+
+    async def refreshed() -> None:
+        # The write is on its way with fence 1 when this runner's fence of the row moves.
+        old.fences["k000"] = 3  # type: ignore[index]
+
+    old.before_submit = refreshed
+    with pytest.raises(ClaimLost, match="runner new claimed it since"):
+        await old.begin_submit("k000", "sim", {"n": 0})
+    assert (await old.execute("s", "SELECT state FROM pollkit_jobs WHERE spec_key = 'k000'")) == [
+        ("pending",)
+    ]
+    # Dropped by the scheduler, the row is free to claim again: as new work, under a new fence.
+    del old.fences["k000"]  # type: ignore[union-attr]
+    again = await claims.claim(old, "old", 10, list(old.fences))
+    assert [(c.key, c.fence) for c in again] == [("k000", 3)]
 
 
 async def test_a_rerun_reopens_what_did_not_end_done_and_doubts_only_when_told(

@@ -146,14 +146,20 @@ async def reopen(journal: PostgresJournal, keys: Sequence[str], *, ambiguous: bo
     SQLite batch would retry them: refused submits, jobs given up while polled or whose
     download failed, and (only when told) submits in doubt. Done jobs stay done.
 
+    Only jobs settled by a runner that is no longer live are reopened: those are an earlier
+    run's. A runner joining a batch that live runners work does not retry what they just
+    gave up on (that job already has its Result, from them).
+
     Returns:
         How many rows were reopened.
     """
     states = ["rejected", "submitted", *(["ambiguous"] if ambiguous else [])]
     rows = await journal.execute(
         "reopen",
-        "UPDATE pollkit_jobs SET settled = false, settled_at = NULL WHERE settled"
-        " AND state = ANY(%s) AND spec_key = ANY(%s) RETURNING 1",
+        "UPDATE pollkit_jobs j SET settled = false, settled_at = NULL WHERE j.settled"
+        " AND j.state = ANY(%s) AND j.spec_key = ANY(%s) AND NOT EXISTS ("
+        f" SELECT 1 FROM pollkit_runners r WHERE r.runner_id = j.owner AND {_LIVE})"
+        " RETURNING 1",
         (states, list(keys)),
     )
     return len(rows)

@@ -184,3 +184,22 @@ async def test_a_rerun_reopens_what_did_not_end_done_and_doubts_only_when_told(
     )
     assert open_rows == [("k001",), ("k002",), ("k003",)]
     assert await claims.reopen(journal, ["elsewhere"], ambiguous=True) == 0
+
+
+async def test_a_joining_runner_leaves_alone_what_a_live_runner_gave_up_on(
+    pair: tuple[PostgresJournal, PostgresJournal],
+) -> None:
+    """A runner starting while others work the batch must not retry a job a live runner just
+    failed and settled (that job already has its Result); once that runner has stopped, the
+    failure is an earlier run's and a rerun retries it."""
+    journal, _ = pair
+    await claims.load(journal, "sim", rows(1))
+    await runner(journal, "live")
+    await journal.execute(
+        "fail",
+        "UPDATE pollkit_jobs SET state = 'rejected', settled = true, owner = 'live'"
+        " WHERE spec_key = 'k000'",
+    )
+    assert await claims.reopen(journal, ["k000"], ambiguous=True) == 0
+    await claims.stop(journal, "live", 1)
+    assert await claims.reopen(journal, ["k000"], ambiguous=True) == 1

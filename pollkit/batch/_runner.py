@@ -188,13 +188,21 @@ class Runner:
     async def _settle(self, event: Event) -> None:
         fences = self.journal.fences
         assert fences is not None
-        fence = fences.pop(event.key, None)  # a done job was settled with its last write
-        self._freed.set()
-        if fence is not None and not await claims.settle(self.journal, event.key, fence):
-            self.journal.refused_writes += 1
-            _log.warning(
-                "runner %s: %s was claimed by another runner; left to it", self.id, event.key
-            )
+        fence = fences.get(event.key)  # None: a done job was settled with its last write
+        # Why it failed goes with the settle (same statement), typed, for a cluster's driver.
+        error = None if event.error is None else f"{type(event.error).__name__}: {event.error}"
+        try:
+            if fence is not None and not await claims.settle(self.journal, event.key, fence, error):
+                self.journal.refused_writes += 1
+                _log.warning(
+                    "runner %s: %s was claimed by another runner; left to it", self.id, event.key
+                )
+        finally:
+            # Only now: while the settle is on the wire the row is unsettled and this
+            # runner's, and a claim that no longer counted it as held took it back (the
+            # scheduler then saw its key twice).
+            fences.pop(event.key, None)
+            self._freed.set()
 
     async def _follow(self, scheduler: Scheduler) -> None:
         """Hand the scheduler, as events, the jobs other runners finished since last time."""

@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
 from contextlib import AsyncExitStack, suppress
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from pollkit.batch._runner import _row
 from pollkit.batch._scheduler import BatchItem
 from pollkit.batch.journal import _pg_claims as claims
 from pollkit.batch.journal._open import postgres_journal
-from pollkit.batch.journal._pg_schema import is_postgres_url, redact_dsn
+from pollkit.batch.journal._pg_schema import WITH_OUTPUTS, entry_of, is_postgres_url, redact_dsn
 from pollkit.batch.journal._records import JournalEntry
 from pollkit.cluster._connect import DaskTarget, connect
 from pollkit.cluster._plugin import RunnerPlugin, RunnerSettings, work_batch
@@ -273,6 +273,7 @@ async def run_on_cluster(
     rows = [_row(item) for item in items]
     keys = {key for key, _, _ in rows}
     sink: ProgressSink
+    # One bar of jobs for the whole batch, and one of the bytes its runners delivered.
     sink = TqdmProgress(jobs=True, files=False) if progress is True else progress or NullProgress()
     name = batch_name(settings)
     async with AsyncExitStack() as stack:
@@ -282,9 +283,14 @@ async def run_on_cluster(
         _log.info("batch %s: %d of %d specs new, %d reopened", name, added, len(rows), again)
         sink.add_jobs(len(keys))
         try:
-            async for result in _follow(stack, dask, book, settings, name, keys, follow_every):
-                if result.key is not None:
-                    sink.job_status(result.key, result.status)
+            async for entry, result in _follow(
+                stack, dask, book, settings, name, keys, follow_every
+            ):
+                # The bars count the whole cluster: jobs finished, bytes delivered.
+                delivered = sum(o.size for o in entry.outputs)
+                sink.add_bytes_total(delivered)
+                sink.advance_bytes(delivered)
+                sink.job_status(entry.key, result.status)
                 yield result
         finally:
             if progress is True:
@@ -299,18 +305,18 @@ async def _follow(
     name: str,
     keys: set[str],
     every: float,
-) -> AsyncIterator[Result]:
-    driver = f"driver:{uuid.uuid4().hex[:8]}"  # owns nothing: every settled row is news
+) -> AsyncIterator[tuple[JournalEntry, Result]]:
     seen: set[str] = set()
     since: datetime | None = None
+    recent: dict[str, datetime] = {}  # keys read in the window the next read looks back on
     runners: _Runners | None = None
     placed_at = float("-inf")
     while True:
-        finished, since = await claims.finished_since(book, driver, since)
-        for entry, _owner in finished:
+        finished, since = await _finished(book, since, recent)
+        for entry in finished:
             if entry.key in keys and entry.key not in seen:
                 seen.add(entry.key)
-                yield result_of(entry)
+                yield entry, result_of(entry)
         if len(seen) >= len(keys):
             break
         if runners is None:
@@ -330,6 +336,36 @@ async def _follow(
             runners.submitted,
             counters,
         )
+
+
+#: How far back each read of finished jobs looks: a settle committed a little after a later
+#: one (its statement began earlier) must not be missed.
+_LOOK_BACK = timedelta(seconds=5)
+
+
+async def _finished(
+    book: Any, since: datetime | None, recent: dict[str, datetime]
+) -> tuple[list[JournalEntry], datetime]:
+    """The jobs settled since `since` (minus the look-back), but for the `recent` ones already
+    read, and the server's time now; `recent` is updated. Without the exclusion, every row
+    would be read and decoded again at each read during its look-back window."""
+    rows = await book.execute(
+        "follow the batch",
+        f"SELECT {WITH_OUTPUTS}, j.settled_at, now() FROM pollkit_jobs j WHERE j.settled"
+        " AND (%s::timestamptz IS NULL OR j.settled_at > %s::timestamptz - %s::interval)"
+        " AND NOT j.spec_key = ANY(%s) ORDER BY j.settled_at",
+        (since, since, _LOOK_BACK, list(recent)),
+    )
+    if not rows:
+        now = await book.execute("follow the batch", "SELECT now()")
+        return [], now[0][0]
+    now = rows[-1][15]
+    for row in rows:
+        recent[row[0]] = row[14]
+    horizon = now - 2 * _LOOK_BACK
+    for key in [k for k, moment in recent.items() if moment < horizon]:
+        del recent[key]
+    return [entry_of(row[:14]) for row in rows], now
 
 
 def run_on_cluster_sync(

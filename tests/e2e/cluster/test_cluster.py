@@ -24,9 +24,10 @@ from moto.server import ThreadedMotoServer
 
 from pollkit import AmbiguousSubmit, Cadence, DownloadPolicy, MagicHour, Result, StorageError
 from pollkit.cli import main
-from pollkit.cluster import run_on_cluster
+from pollkit.cluster import run_on_cluster, run_on_cluster_sync
+from pollkit.models import Status
 from pollkit.sim import Scenario, ThreadedSimulator
-from tests.helpers import FAST_RETRY
+from tests.helpers import FAST_RETRY, RecordingSink
 
 #: The issue asks 1,000 jobs; POLLKIT_CLUSTER_JOBS scales it on a slower machine.
 JOBS = int(os.environ.get("POLLKIT_CLUSTER_JOBS", "1000"))
@@ -128,6 +129,7 @@ def journal_rows(dsn: str, sql: str) -> list[tuple[Any, ...]]:
         return db.execute(sql).fetchall()
 
 
+@pytest.mark.timeout(240)  # a guard only: ~30 s alone on 2 cores, more beside other suites
 async def test_a_batch_to_s3_survives_a_killed_worker_and_a_restarted_driver(
     cluster: LocalCluster,
     sim: ThreadedSimulator,
@@ -229,6 +231,36 @@ async def test_a_missing_bucket_fails_the_jobs_with_a_storage_error_naming_the_u
     assert rows == [("submitted", "complete", True)] * 3
     assert journal_rows(postgres_dsn, "SELECT count(*) FROM pollkit_outputs") == [(0,)]
     assert len(sim.stats()["jobs"]) == 3
+
+
+def test_the_blocking_twin_runs_a_batch_to_a_folder_with_one_bar_for_the_batch(
+    cluster: LocalCluster, sim: ThreadedSimulator, postgres_dsn: str, tmp_path: Path
+) -> None:
+    sink = RecordingSink()
+    specs = [image(i) for i in range(12)]
+    results = list(
+        run_on_cluster_sync(
+            cluster.scheduler_address,
+            specs,
+            provider=MagicHour(api_key=sim.api_key, base_url=sim.url),
+            journal=postgres_dsn,
+            download_directory=tmp_path / "out",
+            cadence=CADENCE,
+            retry=FAST_RETRY,
+            progress=sink,
+            **LEASE,
+        )
+    )
+    assert len(results) == 12
+    assert all(r.ok for r in results)
+    jobs = {j["id"]: j for j in sim.stats()["jobs"]}
+    for result in results:
+        served = [o["sha256"] for o in jobs[result.job_id]["outputs"]]
+        assert [sha(p.read_bytes()) for p in result.downloaded_paths] == served
+    # The sink counted every job of the batch and every byte the runners delivered.
+    assert sink.statuses.count(Status.COMPLETE) == 12
+    assert sink.bytes == sink.total == sum(p.stat().st_size for r in results
+                                           for p in r.downloaded_paths)  # fmt: skip
 
 
 def test_dask_needs_a_postgresql_journal(

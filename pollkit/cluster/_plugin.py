@@ -204,7 +204,14 @@ class RunnerPlugin(WorkerPlugin):  # type: ignore[misc]  # distributed is untype
         return asyncio.run_coroutine_threadsafe(_wait(running), loop).result()
 
     async def _start(self) -> asyncio.Task[dict[str, Any]]:
-        return asyncio.ensure_future(self._work())
+        running = asyncio.ensure_future(self._work())
+        running.add_done_callback(self._ended)
+        return running
+
+    def _ended(self, running: asyncio.Task[dict[str, Any]]) -> None:
+        # Said here too: the runner started by `setup` may have no task waiting for it.
+        if not running.cancelled() and running.exception() is not None:
+            _log.warning("runner of %s stopped: %r", self.name, running.exception())
 
     async def _work(self) -> dict[str, Any]:
         client, journal, s = self._client, self._journal, self.settings

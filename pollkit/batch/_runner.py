@@ -217,8 +217,10 @@ class Runner:
             if event.kind == "done" or event.key in self._followed:
                 return True
         else:
+            # Why it failed goes with the settle (same statement), typed, for a cluster's driver.
+            error = None if event.error is None else f"{type(event.error).__name__}: {event.error}"
             try:
-                if await claims.settle(self.journal, event.key, fence):
+                if await claims.settle(self.journal, event.key, fence, error):
                     return True
             finally:
                 fences.pop(event.key, None)

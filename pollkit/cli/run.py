@@ -54,13 +54,15 @@ The journal (default: DIR/.pollkit/journal.sqlite) records every job before it i
 run the same command again after a crash or Ctrl-C and it resumes, submitting nothing twice.
 One run at a time uses an SQLite journal: a second one refuses at once (exit 75). With
 --journal postgresql://… (pip install 'pollkit[postgres]') the same command started several
-times, on any machines, shares the batch: each runner claims jobs, heartbeats every
---heartbeat s, and loses its jobs to the others --lease s after its last heartbeat; see
-`pollkit batch status`. A submit answered
+times, on any machines, shares the batch: each runner claims jobs, heartbeats every --heartbeat
+s, and loses its jobs to the others --lease s after its last heartbeat; see `pollkit batch
+status`. Add --dask tcp://host:8786 (or --dask local:4, a LocalCluster of 4 worker processes)
+and the batch runs on a Dask cluster, one runner per worker, this command drawing one bar and
+reporting every job (pip install 'pollkit[dask]'; docs/guides/cluster.md). A submit answered
 500, 502 or 504, or cut off after it was sent, may have created its job: Magic Hour cannot be
-asked, so it is reported and sent again only with --resubmit-ambiguous. Submits that never
-left (connection refused, DNS, TLS) and 429/503 answers are retried. When work is left undone
-the summary ends with the command that finishes it.
+asked, so it is reported and sent again only with --resubmit-ambiguous. Submits that never left
+(connection refused, DNS, TLS) and 429/503 answers are retried. When work is left undone the
+summary ends with the command that finishes it.
 
 --download-dir may be an fsspec URL (s3://bucket/run/, gs://…; pip install 'pollkit[fsspec]'
 and the protocol's package): each file is verified in a local spool, then written there
@@ -119,6 +121,14 @@ def register(sub: Any) -> None:
         help="with a postgresql:// journal: seconds without a heartbeat before other runners"
         " take this runner's jobs",
     )
+    parser.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        default=None,
+        help="with a postgresql:// journal: run the batch on a Dask cluster, one runner per"
+        " worker: a scheduler address (tcp://host:8786) or local:N (a LocalCluster of N"
+        " workers, closed at the end); pip install 'pollkit[dask]'",
+    )
     parser.add_argument("--timeout", type=float, default=None, help="deadline per job, seconds")
     parser.add_argument(
         "--resubmit-ambiguous",
@@ -166,6 +176,9 @@ async def _run(
         if not secret:
             raise ConfigurationError("--webhook needs $POLLKIT_WEBHOOK_SECRET (the URL's secret)")
         push = WebhookReceiver(provider, port=args.webhook, secret=secret)
+    if args.dask:
+        await _run_on_cluster(args, provider, items, results, show)
+        return
     async with contextlib.AsyncExitStack() as stack:
         if is_postgres_url(journal):
             settings = {"heartbeat": args.heartbeat, "lease": args.lease}
@@ -185,6 +198,35 @@ async def _run(
             join=args.join,
         ):
             results.append(result)
+
+
+async def _run_on_cluster(
+    args: argparse.Namespace,
+    provider: Provider,
+    items: list[BatchItem],
+    results: list[Result],
+    show: bool,
+) -> None:
+    """The batch on a Dask cluster: this process drives, the workers run (pollkit.cluster)."""
+    try:
+        from pollkit.cluster import run_on_cluster
+    except ImportError as exc:
+        raise ConfigurationError(f"--dask needs Dask: pip install 'pollkit[dask]' ({exc})") from exc
+    async for result in run_on_cluster(
+        args.dask,
+        items,
+        provider=provider,  # its key reaches the workers inside Dask's messages, never a log
+        journal=args.journal,
+        download_directory=args.download_dir,
+        concurrency=args.concurrency,
+        rate=args.rate,
+        timeout=args.timeout,
+        resubmit_ambiguous=args.resubmit_ambiguous,
+        heartbeat=args.heartbeat,
+        lease=args.lease,
+        progress=show,
+    ):
+        results.append(result)
 
 
 def _why(result: Result) -> str:
@@ -254,6 +296,17 @@ def run(args: argparse.Namespace) -> int:
     """Run `run`; see the epilog for the exit status."""
     kind = PROVIDERS[args.provider]
     args.given_api_key = args.api_key is not None
+    if args.dask and not is_postgres_url(args.journal):
+        return fail(
+            "run",
+            "--dask runs the batch's runners on the cluster's workers, which share it through"
+            " PostgreSQL: add --journal postgresql://…",
+            ExitCode.USAGE,
+        )
+    if args.dask and (args.join or args.status_stream or args.webhook is not None):
+        return fail(
+            "run", "--dask follows the whole batch already; no --join or push", ExitCode.USAGE
+        )
     api_key = key_from(args.api_key, kind.ENV_API_KEY)
     results: list[Result] = []
     items: list[BatchItem] = []
@@ -290,8 +343,9 @@ def run(args: argparse.Namespace) -> int:
     if is_postgres_url(args.journal):
         # Several runners share the batch: this one reports the jobs it finished (all of
         # them with --join); the batch's own progress is `pollkit batch status`.
-        who = "the batch" if args.join else "this runner"
-        print(f"{who}: {_summary(results, len(items) if args.join else len(results))}")
+        whole = args.join or bool(args.dask)
+        who = "the batch" if whole else "this runner"
+        print(f"{who}: {_summary(results, len(items) if whole else len(results))}")
         return ExitCode.OK if all(r.ok for r in results) else ExitCode.JOB_ERROR
     print(_summary(results, len(items)))
     left, resubmit = _undone(results, len(items))

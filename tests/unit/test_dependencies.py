@@ -18,12 +18,12 @@ PYPROJECT = PACKAGE.parent / "pyproject.toml"
 
 #: extra → the modules (dotted prefixes) allowed to import what only that extra installs.
 #: The pytest plugin is loaded by pytest alone (entry point ``pytest11``); it is listed under
-#: both its current and its planned home. Later backends go here: ``"dask":
-#: ("pollkit.cluster",)``, ``"fsspec": (...)``.
+#: both its current and its planned home.
 OPTIONAL_MODULES: dict[str, tuple[str, ...]] = {
     "test": ("pollkit.testing.pytest_plugin", "pollkit.testing"),
     "fsspec": ("pollkit.download._destination",),
     "postgres": ("pollkit.batch.journal._postgres",),
+    "dask": ("pollkit.cluster",),
 }
 
 

@@ -94,11 +94,40 @@ def test_core_and_providers_do_no_io(never: str) -> None:
     ["pollkit.batch", "pollkit.download", "pollkit.push", "pollkit.transport", "pollkit.display"],
 )
 def test_the_parts_below_the_client_never_import_it(part: str) -> None:
-    # cli -> client -> batch, download, push -> transport, providers, core, display -> floor
+    # cli -> cluster -> client -> batch, download, push -> transport, providers, core, display
+    # -> floor
     def rule(module: str, imported: str) -> bool:
         return within(module, (part,)) and within(imported, ("pollkit.client", "pollkit.cli"))
 
     assert offenders(rule) == []
+
+
+@pytest.mark.parametrize(
+    "part",
+    [
+        "pollkit.client",
+        "pollkit.batch",
+        "pollkit.download",
+        "pollkit.push",
+        "pollkit.transport",
+        "pollkit.display",
+    ],
+)
+def test_only_the_cli_imports_the_cluster(part: str) -> None:
+    # cli -> cluster -> client: Dask stays an extra that nothing below the cluster needs.
+    def rule(module: str, imported: str) -> bool:
+        return within(module, (part,)) and within(imported, ("pollkit.cluster",))
+
+    assert offenders(rule) == []
+
+
+def test_the_cluster_never_imports_the_cli() -> None:
+    def rule(module: str, imported: str) -> bool:
+        return within(module, ("pollkit.cluster",)) and within(imported, ("pollkit.cli",))
+
+    assert offenders(rule) == []
+    assert "pollkit.client._async" in IMPORTS["pollkit.cluster._plugin"]
+    assert "pollkit.cluster" in IMPORTS["pollkit.cli.run"]
 
 
 def test_the_floor_imports_nothing_above_it() -> None:

@@ -193,14 +193,15 @@ async def claim(
     return [Claimed(key, json.loads(spec), fence, state) for key, spec, fence, state in rows]
 
 
-async def settle(journal: PostgresJournal, key: str, fence: int) -> bool:
+async def settle(journal: PostgresJournal, key: str, fence: int, error: str | None = None) -> bool:
     """Mark a job this runner owns as finished (failed: nothing more to do); False when
-    another runner owns it now."""
+    another runner owns it now. `error`, why a job failed (a download the store refused),
+    replaces the row's, for a driver that reads results from the journal."""
     rows = await journal.execute(
         "settle",
-        "UPDATE pollkit_jobs SET settled = true, settled_at = now()"
-        " WHERE spec_key = %s AND fence = %s RETURNING 1",
-        (key, fence),
+        "UPDATE pollkit_jobs SET settled = true, settled_at = now(),"
+        " error = COALESCE(%s, error) WHERE spec_key = %s AND fence = %s RETURNING 1",
+        (error, key, fence),
     )
     return bool(rows)
 

@@ -82,6 +82,8 @@ PG_SCHEMA = (
     "CREATE INDEX pollkit_jobs_state ON pollkit_jobs (state)",
     # What claims scan: the rows nobody has finished, in load order.
     "CREATE INDEX pollkit_jobs_open ON pollkit_jobs (seq) WHERE NOT settled",
+    # What a driver and joining runners read: the jobs finished since their last look.
+    "CREATE INDEX pollkit_jobs_settled ON pollkit_jobs (settled_at) WHERE settled",
     """CREATE TABLE pollkit_outputs (
         spec_key text NOT NULL REFERENCES pollkit_jobs (spec_key) ON DELETE CASCADE,
         idx integer NOT NULL,

@@ -1,6 +1,10 @@
 """A batch on a Dask LocalCluster of 1, 2 and 4 workers vs one `pollkit run` process.
 
     .venv/bin/python -m benchmarks.bench_cluster --jobs 2000 [--write-readme]
+    .venv/bin/python -m benchmarks.bench_cluster --jobs 100 --video-mib 4 --workers 1,2
+
+``--video-mib M`` makes every job a video whose one output is M MiB, so that a batch is bound
+by the bytes it moves rather than by the jobs' lives: the figure to hold against ``put_file``.
 
 The same batch (one image per job) goes, with a fresh PostgreSQL journal each time, through:
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import resource
 import statistics
@@ -182,6 +187,16 @@ def on_cluster(
     )  # fmt: skip
 
 
+def write_video_batch(path: Path, jobs: int) -> None:
+    lines = (
+        json.dumps(
+            {"endpoint": "text-to-video", "body": {"end_seconds": 5, "style": {"prompt": f"v{i}"}}}
+        )
+        for i in range(jobs)
+    )
+    path.write_text("\n".join(lines) + "\n")
+
+
 def put_file_rate(folder: Path, endpoint: str, bucket: str) -> tuple[float, int]:
     """(bytes/s, bytes) of s3fs put_file of every file in `folder`, from 64 threads."""
     import s3fs
@@ -199,8 +214,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--video-mib", type=float, default=0.0, help="video jobs of this size")
     parser.add_argument("--write-readme", action="store_true")
     args = parser.parse_args()
+    if args.video_mib and args.write_readme:
+        parser.error("--write-readme rewrites the image batch's section; not with --video-mib")
+    video_bytes = int(args.video_mib * (1 << 20)) or None
     counts = [int(w) for w in args.workers.split(",")]
     server = PostgresServer()
     server.start()
@@ -208,8 +227,14 @@ def main() -> None:
     outcomes: list[Outcome] = []
     try:
         batch = work / "jobs.jsonl"
-        write_batch(batch, args.jobs)
-        with SimProcess("default", time_scale=TIME_SCALE, seed=1) as sim, MotoProcess() as moto:
+        if video_bytes:
+            write_video_batch(batch, args.jobs)
+        else:
+            write_batch(batch, args.jobs)
+        with (
+            SimProcess("default", time_scale=TIME_SCALE, seed=1, video_bytes=video_bytes) as sim,
+            MotoProcess() as moto,
+        ):
             import boto3
 
             s3 = boto3.client(
@@ -244,10 +269,12 @@ def main() -> None:
     finally:
         server.stop("immediate")
         server.remove()
-    report(outcomes, args.jobs, rate, args.write_readme)
+    report(outcomes, args.jobs, rate, args.write_readme, args.video_mib)
 
 
-def report(outcomes: list[Outcome], jobs: int, put_rate: float, write_readme: bool) -> None:
+def report(
+    outcomes: list[Outcome], jobs: int, put_rate: float, write_readme: bool, video_mib: float = 0.0
+) -> None:
     rows = [
         "| run | wall s | ideal s | × ideal | CPU ms/job (driver) | × one process | statements/job"
         " (runners / all) | peak RSS MB per worker | MiB/s to store | × put_file | jobs done |",
@@ -267,13 +294,16 @@ def report(outcomes: list[Outcome], jobs: int, put_rate: float, write_readme: bo
             f" {o.done}/{jobs} |"
         )
     table = "\n".join(rows)
+    what = "image jobs (one output each)"
+    if video_mib:
+        what = f"video jobs ({video_mib:g} MiB output each)"
     text = f"""## A batch on a Dask cluster
 
 ```sh
 .venv/bin/python -m benchmarks.bench_cluster --jobs {jobs} --write-readme
 ```
 
-{jobs} image jobs (one output each) against the simulator (default scenario at time scale
+{jobs} {what} against the simulator (default scenario at time scale
 {TIME_SCALE:g}) in a process of its own, a fresh PostgreSQL journal per line: one `pollkit run`
 process, then `run_on_cluster` on a fresh LocalCluster of 1, 2 and 4 worker processes (one
 thread, one runner each), at concurrency {CONCURRENCY} per runner; outputs to a local folder,

@@ -23,10 +23,16 @@ class SimProcess:
         scenario: Named scenario of the simulator.
         time_scale: Simulated seconds per real second.
         seed: Seed of every random choice.
+        video_bytes: Size of each generated video file; None: the scenario's.
     """
 
     def __init__(
-        self, scenario: str = "default", *, time_scale: float = 1.0, seed: int = 0
+        self,
+        scenario: str = "default",
+        *,
+        time_scale: float = 1.0,
+        seed: int = 0,
+        video_bytes: int | None = None,
     ) -> None:
         self._argv = [
             sys.executable,
@@ -41,6 +47,7 @@ class SimProcess:
             str(time_scale),
             "--seed",
             str(seed),
+            *([] if video_bytes is None else ["--video-bytes", str(video_bytes)]),
         ]
         self.time_scale = time_scale
         self.url = ""

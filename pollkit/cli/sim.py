@@ -36,6 +36,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--time-scale", type=float, default=None, help="simulated seconds per real second"
     )
+    parser.add_argument(
+        "--video-bytes",
+        type=int,
+        default=None,
+        help="size of each generated video file, in bytes (default: the scenario's)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -50,6 +56,8 @@ async def _serve(args: argparse.Namespace) -> int:
         changes["seed"] = args.seed
     if args.time_scale is not None:
         changes["time_scale"] = args.time_scale
+    if args.video_bytes is not None:
+        changes["video_bytes"] = args.video_bytes
     try:
         scenario = SCENARIOS[args.scenario].replace(**changes)
     except ValueError as exc:

@@ -86,3 +86,53 @@ def test_unknown_scenario_is_exit_2() -> None:
     )
     assert result.returncode == 2
     assert "unknown scenario" in result.stderr
+
+
+def _call(url: str, key: str, body: dict[str, object] | None = None) -> dict[str, object]:
+    request = urllib.request.Request(
+        url,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        found: dict[str, object] = json.loads(response.read())
+        return found
+
+
+def test_video_bytes_sets_the_size_of_every_generated_video() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-c", _STANDALONE, *ARGS[:-1], "1000", "--video-bytes", "5000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().split()[3]
+        spec = {"end_seconds": 5, "style": {"prompt": "a paper boat"}}
+        job = _call(f"{url}/v1/text-to-video", "mhk_cli", spec)
+        project: dict[str, object] = {}
+        for _ in range(1000):  # a failure guard: the render takes milliseconds at 1000×
+            project = _call(f"{url}/v1/video-projects/{job['id']}", "mhk_cli")
+            if project["status"] == "complete":
+                break
+        assert project["status"] == "complete"
+        downloads = project["downloads"]
+        assert isinstance(downloads, list)
+        assert len(downloads) == 1
+        with urllib.request.urlopen(downloads[0]["url"], timeout=10) as response:
+            assert len(response.read()) == 5000
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=15)
+
+
+def test_a_video_size_below_the_minimum_is_exit_2_naming_it() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _STANDALONE, "sim", "--port", "0", "--video-bytes", "10"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "video_bytes" in result.stderr

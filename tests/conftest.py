@@ -10,6 +10,9 @@ import pytest
 
 from tests.postgres import PostgresServer
 
+# Fixtures of moto's S3 server (`s3_endpoint`, `s3`).
+pytest_plugins = ["tests.s3"]
+
 # Variables that could change a result if a developer has them set.
 _PREFIXES = ("POLLKIT_", "MAGIC_HOUR_", "PIXY_", "PIXYZ_", "FLUX0_")
 

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pollkit._aio import wait_event
 from pollkit.batch._learning import BatchLearning
+from pollkit.batch._settled import result_of
 from pollkit.batch._submits import Submitter
 from pollkit.batch.journal._protocol import ClaimLost, Journal
 from pollkit.batch.journal._records import JournalEntry, JournalOutput, spec_key
@@ -389,29 +390,10 @@ class Scheduler:
 
     def _replay(self, entry: JournalEntry) -> None:
         """A job the journal says is finished, with its files on disk: no request at all."""
-        status = Status(entry.status) if entry.status else Status.COMPLETE
-        state = JobState(
-            provider=entry.provider,
-            job_id=entry.job_id or "",
-            status=status,
-            native_status=entry.native_status or status.value,
-            observed_at=entry.finished_at or _now(),
-            error=ErrorInfo(None, entry.error) if entry.error else None,
-            kind=entry.kind,
-        )
-        result = Result(
-            state=state,
-            downloaded_paths=tuple(Path(o.path) for o in entry.outputs if not is_url(o.path)),
-            destinations=tuple(o.path for o in entry.outputs if is_url(o.path)),
-            sha256=tuple(o.sha256 for o in entry.outputs),
-            submitted_at=entry.submitted_at,
-            finished_at=entry.finished_at,
-            noticed_at=entry.finished_at,
-            key=entry.key,
-        )
+        result = result_of(entry)
         self.progress.add_jobs(1)
-        self.progress.job_status(entry.key, status)
-        self._emit(Event("done", entry.key, entry.job_id, state=state, result=result))
+        self.progress.job_status(entry.key, result.status)
+        self._emit(Event("done", entry.key, entry.job_id, state=result.state, result=result))
 
     def _fail_unsubmitted(self, key: str, error: BaseException, code: str | None = None) -> None:
         state = JobState(

@@ -24,14 +24,16 @@ except ImportError as exc:
     ) from exc
 
 if TYPE_CHECKING:
-    from pollkit.cluster._driver import result_of, run_on_cluster, run_on_cluster_sync
+    from pollkit.batch._settled import result_of
+    from pollkit.cluster._driver import run_on_cluster, run_on_cluster_sync
     from pollkit.cluster._plugin import RunnerPlugin, RunnerSettings
 
 __getattr__, __dir__ = exports(
     __name__,
     globals(),
     {
-        "pollkit.cluster._driver": ("result_of", "run_on_cluster", "run_on_cluster_sync"),
+        "pollkit.batch._settled": ("result_of",),
+        "pollkit.cluster._driver": ("run_on_cluster", "run_on_cluster_sync"),
         "pollkit.cluster._plugin": ("RunnerPlugin", "RunnerSettings"),
     },
 )

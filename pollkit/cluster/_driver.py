@@ -25,8 +25,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
 from contextlib import AsyncExitStack, suppress
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from datetime import datetime, timedelta
 from typing import Any
 
 from distributed import Client, Future
@@ -34,6 +33,7 @@ from distributed import Client, Future
 from pollkit._loopthread import LoopThread
 from pollkit.batch._runner import _row
 from pollkit.batch._scheduler import BatchItem
+from pollkit.batch._settled import result_of
 from pollkit.batch.journal import _pg_claims as claims
 from pollkit.batch.journal._open import postgres_journal
 from pollkit.batch.journal._pg_schema import WITH_OUTPUTS, entry_of, is_postgres_url, redact_dsn
@@ -43,77 +43,15 @@ from pollkit.cluster._plugin import RunnerPlugin, RunnerSettings, work_batch
 from pollkit.display._progress import NullProgress, ProgressSink, TqdmProgress
 from pollkit.download._destination import is_url
 from pollkit.errors import (
-    AmbiguousSubmit,
-    ChecksumMismatch,
     ConfigurationError,
-    DownloadError,
-    IncompleteDownload,
-    PollkitError,
-    StorageError,
-    UnsafePath,
-    URLExpired,
 )
-from pollkit.models import ErrorInfo, JobState, Result, Status
+from pollkit.models import Result
 from pollkit.policies import Cadence, DownloadPolicy, RetryPolicy
 from pollkit.providers.base import Provider
 
 __all__ = ["run_on_cluster", "run_on_cluster_sync"]
 
 _log = logging.getLogger("pollkit.cluster")
-
-#: Errors a runner records by name with the job it gave up (see `claims.settle`).
-_TYPED: dict[str, type[DownloadError]] = {
-    cls.__name__: cls
-    for cls in (
-        DownloadError,
-        StorageError,
-        ChecksumMismatch,
-        IncompleteDownload,
-        UnsafePath,
-        URLExpired,
-    )
-}
-
-
-def _error_of(entry: JournalEntry, provider: str) -> PollkitError:
-    """Why a job settled without being done, as the type its runner raised where known."""
-    text = entry.error or ""
-    name, _, message = text.partition(": ")
-    if name in _TYPED:
-        return _TYPED[name](message, job_id=entry.job_id, operation=None)
-    if entry.state == "ambiguous":
-        return AmbiguousSubmit(
-            key=entry.key, provider=provider, reason=text or "in flight", can_look_up=False
-        )
-    return PollkitError(text or f"{entry.key}: left {entry.state}")
-
-
-def result_of(entry: JournalEntry) -> Result:
-    """The `Result` a settled journal row stands for (files where its runner put them)."""
-    done = entry.state == "done"
-    status = Status(entry.status) if entry.status else (Status.COMPLETE if done else Status.ERROR)
-    # A done job's row may keep the error of an earlier, reopened attempt: not its own.
-    failed = status is not Status.COMPLETE and entry.error is not None
-    state = JobState(
-        provider=entry.provider,
-        job_id=entry.job_id or "",
-        status=status,
-        native_status=entry.native_status or (status.value if done else entry.state),
-        observed_at=entry.finished_at or datetime.now(timezone.utc),
-        error=ErrorInfo(None, entry.error or "") if failed else None,
-        kind=entry.kind,
-    )
-    return Result(
-        state=state,
-        downloaded_paths=tuple(Path(o.path) for o in entry.outputs if not is_url(o.path)),
-        destinations=tuple(o.path for o in entry.outputs if is_url(o.path)),
-        sha256=tuple(o.sha256 for o in entry.outputs),
-        submitted_at=entry.submitted_at,
-        finished_at=entry.finished_at,
-        noticed_at=entry.finished_at,
-        key=entry.key,
-        error=None if done else _error_of(entry, entry.provider),
-    )
 
 
 def _absolute(directory: str | os.PathLike[str]) -> str:

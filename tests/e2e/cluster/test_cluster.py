@@ -17,10 +17,8 @@ pytest.importorskip("distributed")
 pytest.importorskip("s3fs")
 pytest.importorskip("moto.server")
 
-import boto3
 import psycopg
 from distributed import Client, LocalCluster
-from moto.server import ThreadedMotoServer
 
 from pollkit import AmbiguousSubmit, Cadence, DownloadPolicy, MagicHour, Result, StorageError
 from pollkit.cli import main
@@ -28,6 +26,7 @@ from pollkit.cluster import run_on_cluster, run_on_cluster_sync
 from pollkit.models import Status
 from pollkit.sim import Scenario, ThreadedSimulator
 from tests.helpers import FAST_RETRY, RecordingSink
+from tests.s3 import SECRET
 
 #: The issue asks 1,000 jobs; POLLKIT_CLUSTER_JOBS scales it on a slower machine.
 JOBS = int(os.environ.get("POLLKIT_CLUSTER_JOBS", "1000"))
@@ -35,7 +34,6 @@ FAST = Scenario(
     time_scale=1000.0, queue_delay=(1.0, 3.0), render_time=(5.0, 20.0), image_size=(16, 16)
 )
 CADENCE = Cadence(initial=0.005, maximum=0.05, timeout=60)
-SECRET = "dummy-secret-never-shown"
 # Short leases: a killed worker's jobs come back within seconds (defaults: 10 s / 30 s), yet
 # long enough that a loop slowed by three worker processes on two cores never misses one.
 LEASE = {"heartbeat": 1.0, "lease": 6.0}
@@ -61,26 +59,6 @@ def cluster() -> Iterator[LocalCluster]:
         env={"POLLKIT_NO_CACHE": "1"},
     ) as local:
         yield local
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def s3(s3_endpoint: str) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        aws_access_key_id="dummy",
-        aws_secret_access_key=SECRET,
-        region_name="us-east-1",
-    )
 
 
 @pytest.fixture

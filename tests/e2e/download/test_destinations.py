@@ -10,7 +10,7 @@ import posixpath
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,7 @@ import pytest
 pytest.importorskip("s3fs")
 pytest.importorskip("moto.server")
 
-import boto3
 import fsspec
-from moto.server import ThreadedMotoServer
 
 from pollkit import AsyncClient, Cadence, DownloadPolicy, MagicHour, StorageError
 from pollkit.batch.journal._records import default_journal_path
@@ -30,34 +28,12 @@ from pollkit.cli import main
 from pollkit.models import Output
 from pollkit.sim import Scenario, Simulator, ThreadedSimulator
 from tests.helpers import FAST_RETRY, FROZEN, IMAGE_SPEC, RecordingSink, job_stats
+from tests.s3 import SECRET
 
 FAST = Scenario(
     time_scale=1000.0, queue_delay=(1.0, 3.0), render_time=(5.0, 20.0), image_size=(32, 32)
 )
 CADENCE = Cadence(initial=0.005, maximum=0.05, timeout=30)
-# Dummy credentials: the server is moto on 127.0.0.1; nothing leaves the machine.
-SECRET = "dummy-secret-never-shown"
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def s3(s3_endpoint: str) -> Any:
-    """A boto3 client of the moto server (to inspect the bucket independently of s3fs)."""
-    return boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        aws_access_key_id="dummy",
-        aws_secret_access_key=SECRET,
-        region_name="us-east-1",
-    )
 
 
 @pytest.fixture

@@ -14,8 +14,14 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pollkit.batch.journal._records import STATES, JournalEntry, JournalOutput, entry_from_row
-from pollkit.errors import ConfigurationError
+from pollkit.batch.journal._records import (
+    APPLICATION,
+    STATES,
+    JournalEntry,
+    JournalOutput,
+    check_schema_row,
+    entry_from_row,
+)
 
 __all__ = [
     "APPLICATION",
@@ -33,7 +39,6 @@ __all__ = [
 _log = logging.getLogger("pollkit.journal")
 
 PG_SCHEMA_VERSION = 1
-APPLICATION = "pollkit-journal"
 #: ``pg_advisory_xact_lock`` key under which the schema is created (one creator at a time).
 SCHEMA_LOCK = 0x706F6C6C6B6974  # "pollkit"
 
@@ -147,14 +152,7 @@ async def create_or_check(connection: Any, where: str) -> None:
         row = await (
             await connection.execute("SELECT application, version FROM pollkit_schema")
         ).fetchone()
-    if row is None or row[0] != APPLICATION or not isinstance(row[1], int) or row[1] < 1:
-        raise ConfigurationError(f"{where} is not a pollkit journal (bad schema row)")
-    if row[1] > PG_SCHEMA_VERSION:
-        raise ConfigurationError(
-            f"journal {where} has schema version {row[1]}, written by a newer pollkit;"
-            f" this one reads up to version {PG_SCHEMA_VERSION}"
-        )
-    # Older versions would be migrated here; version 1 is the first.
+    check_schema_row(row, where, PG_SCHEMA_VERSION)
 
 
 _SECRET_PARAMS = frozenset({"password", "passfile", "sslpassword"})

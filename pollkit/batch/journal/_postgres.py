@@ -42,7 +42,7 @@ from pollkit.batch.journal._pg_schema import (
     redact_dsn,
 )
 from pollkit.batch.journal._protocol import ClaimLost
-from pollkit.batch.journal._records import STATES, JournalEntry, canonical_json
+from pollkit.batch.journal._records import STATES, JournalEntry, canonical_json, check_states
 from pollkit.errors import ConfigurationError, StorageError
 from pollkit.models import Status
 
@@ -308,14 +308,9 @@ class PostgresJournal:
         Raises:
             ConfigurationError: `states` names an unknown state.
         """
-        wanted = list(STATES)
-        if states is not None:
-            unknown = sorted(set(states) - set(STATES))
-            if unknown:
-                raise ConfigurationError(f"journal: unknown states {unknown}; known: {STATES}")
-            if not states:
-                return []
-            wanted = list(states)
+        wanted = list(STATES if states is None else check_states(states))
+        if not wanted:
+            return []
         where, params = "j.state = ANY(%s)", [wanted]
         if self.fences is not None:
             where += " AND j.spec_key = ANY(%s)"

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -33,16 +33,57 @@ from typing import Any
 from pollkit.errors import ConfigurationError
 
 __all__ = [
+    "APPLICATION",
     "STATES",
     "JournalEntry",
     "JournalOutput",
     "canonical_json",
+    "check_schema_row",
+    "check_states",
     "default_journal_path",
     "entry_from_row",
     "spec_key",
 ]
 
 STATES = ("submitting", "submitted", "rejected", "ambiguous", "done")
+
+
+#: What `application` holds in a journal's ``pollkit_schema`` row, in either backend.
+APPLICATION = "pollkit-journal"
+
+
+def check_states(states: Iterable[str]) -> tuple[str, ...]:
+    """`states` as a tuple, each checked against the journal's `STATES`.
+
+    Raises:
+        ConfigurationError: A state is unknown (named).
+    """
+    wanted = tuple(states)
+    unknown = sorted(set(wanted) - set(STATES))
+    if unknown:
+        raise ConfigurationError(f"journal: unknown states {unknown}; known: {STATES}")
+    return wanted
+
+
+def check_schema_row(row: Sequence[Any] | None, where: str, newest: int) -> None:
+    """Check a journal's ``pollkit_schema`` row (application, version) before use.
+
+    Args:
+        row: The row read, or None if the table is empty.
+        where: The journal, as messages name it (a path, a redacted DSN).
+        newest: The newest schema version this pollkit reads.
+
+    Raises:
+        ConfigurationError: Not a pollkit journal, or one written by a newer pollkit.
+    """
+    if row is None or row[0] != APPLICATION or not isinstance(row[1], int) or row[1] < 1:
+        raise ConfigurationError(f"{where} is not a pollkit journal (bad schema row)")
+    if row[1] > newest:
+        raise ConfigurationError(
+            f"journal {where} has schema version {row[1]}, written by a newer pollkit;"
+            f" this one reads up to version {newest}"
+        )
+    # Older versions would be migrated here; version 1 is the first.
 
 
 def default_journal_path(download_directory: str | os.PathLike[str]) -> Path:

@@ -24,10 +24,13 @@ from types import TracebackType
 from typing import Any
 
 from pollkit.batch.journal._records import (
+    APPLICATION,
     STATES,
     JournalEntry,
     JournalOutput,
     canonical_json,
+    check_schema_row,
+    check_states,
     entry_from_row,
 )
 from pollkit.errors import ConfigurationError, StorageError
@@ -38,7 +41,6 @@ __all__ = ["SCHEMA_VERSION", "SQLiteJournal"]
 _log = logging.getLogger("pollkit.journal")
 
 SCHEMA_VERSION = 1
-_APPLICATION = "pollkit-journal"
 _BUSY_TIMEOUT_MS = 30_000
 _TERMINAL = frozenset({Status.COMPLETE.value, Status.ERROR.value, Status.CANCELED.value})
 
@@ -190,7 +192,7 @@ class SQLiteJournal:
                         connection.execute(statement)
                     connection.execute(
                         "INSERT INTO pollkit_schema (application, version) VALUES (?, ?)",
-                        (_APPLICATION, SCHEMA_VERSION),
+                        (APPLICATION, SCHEMA_VERSION),
                     )
                 connection.execute("COMMIT")
             except BaseException:
@@ -216,14 +218,7 @@ class SQLiteJournal:
                 f"{self.path} is not a pollkit journal (an SQLite database with other tables)"
             )
         row = connection.execute("SELECT application, version FROM pollkit_schema").fetchone()
-        if row is None or row[0] != _APPLICATION or not isinstance(row[1], int) or row[1] < 1:
-            raise ConfigurationError(f"{self.path} is not a pollkit journal (bad schema row)")
-        if row[1] > SCHEMA_VERSION:
-            raise ConfigurationError(
-                f"journal {self.path} has schema version {row[1]}, written by a newer pollkit;"
-                f" this one reads up to version {SCHEMA_VERSION}"
-            )
-        # Older versions would be migrated here; version 1 is the first.
+        check_schema_row(row, str(self.path), SCHEMA_VERSION)
         return True
 
     def close(self) -> None:
@@ -547,12 +542,9 @@ class SQLiteJournal:
         where = ""
         params: tuple[str, ...] = ()
         if states is not None:
-            unknown = sorted(set(states) - set(STATES))
-            if unknown:
-                raise ConfigurationError(f"journal: unknown states {unknown}; known: {STATES}")
-            if not states:
+            params = check_states(states)
+            if not params:
                 return []
-            params = tuple(states)
             where = f"WHERE state IN ({', '.join('?' * len(params))})"
         with self._transaction("list entries", write=False) as connection:
             rows = connection.execute(

@@ -274,7 +274,7 @@ class Engine:
             window = cadence.push_window
             if cadence.timeout is not None:
                 window = min(window, cadence.timeout)
-            pushed = await self._next_pushed(subscription, window, None, kind)
+            pushed = await self.next_pushed(subscription, window, None, kind)
             if pushed is not None:
                 state, read_hints, reads = pushed
                 polls += reads
@@ -318,7 +318,7 @@ class Engine:
                 if subscription.live:
                     remaining = math.inf if cadence.timeout is None else cadence.timeout - elapsed
                     delay = min(max(delay, cadence.push_window), max(remaining, 0.0))
-                pushed = await self._next_pushed(subscription, delay, state, state.kind or kind)
+                pushed = await self.next_pushed(subscription, delay, state, state.kind or kind)
             if pushed is not None:
                 state, read_hints, reads = pushed
                 polls += reads
@@ -331,17 +331,6 @@ class Engine:
         return Watch(state=state, polls=polls)
 
     async def next_pushed(
-        self,
-        subscription: Subscription,
-        timeout: float,
-        previous: JobState | None,
-        kind: str | None,
-    ) -> tuple[JobState, PollHints | None, int] | None:
-        """The job's state after its next notification within `timeout` (a batch's watch of
-        one job): see `_next_pushed`."""
-        return await self._next_pushed(subscription, timeout, previous, kind)
-
-    async def _next_pushed(
         self,
         subscription: Subscription,
         timeout: float,

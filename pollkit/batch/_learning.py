@@ -69,11 +69,13 @@ class BatchLearning:
         """The group a job of `kind` learns in."""
         return duration_group(self.provider, kind)
 
-    def _solve(self, group: str, kind: str | None) -> tuple[PollSchedule, int]:
+    def _solve(self, group: str, kind: str | None) -> PollSchedule:
         finished, ages, count = self.learner.inputs(group, list(self._running(group)))
         prior = prior_for(self.provider, kind, self.cadence)
         complete = self.learner.earlier.get(group, [])
-        return solve_for(finished, ages, prior, self.cadence, complete=complete), count
+        schedule = solve_for(finished, ages, prior, self.cadence, complete=complete)
+        self.learner.store(group, schedule, count, (finished, ages))
+        return schedule
 
     def _schedule(self, kind: str | None) -> PollSchedule | None:
         """The group's schedule; None while fewer than `Learner.min_samples` durations are
@@ -82,8 +84,7 @@ class BatchLearning:
         group = self.group(kind)
         schedule = self.learner.schedule(group)
         if schedule is None and self.learner.known(group) >= self.learner.min_samples:
-            schedule, count = self._solve(group, kind)
-            self.learner.store(group, schedule, count)
+            schedule = self._solve(group, kind)
         return schedule
 
     def first_delay(self, kind: str | None, rand: float) -> float:
@@ -106,6 +107,13 @@ class BatchLearning:
             )
         return schedule_delay(self.cadence, schedule, age=age, hints=hints, rand=rand)
 
+    def ended_between(self, kind: str | None, low: float, high: float, rand: float) -> float:
+        """A duration for a job of `kind` seen running at age `low` and ended at `high`."""
+        schedule = self.learner.schedule(self.group(kind))
+        if schedule is None:
+            return (low + high) / 2
+        return schedule.ended_between(low, high, rand)
+
     def finished(self, kind: str | None, submitted: float, seconds: float) -> None:
         """A job submitted (or first seen running) at `submitted` ended after `seconds`."""
         group = self.group(kind)
@@ -120,6 +128,10 @@ class BatchLearning:
         if due or self.learner.moved(group, running):
             loop = asyncio.get_running_loop()
             finished, ages, count = self.learner.inputs(group, running)
+            previous = self.learner.schedule(group)
+            if previous is not None and self.learner.unchanged(group, finished, ages):
+                self.learner.store(group, previous, count, (finished, ages))
+                return
             prior = prior_for(self.provider, kind, self.cadence)
             # Poll ages the oldest running job has passed stay in the schedule: moved, they
             # would cost the jobs following them a poll more.
@@ -129,16 +141,21 @@ class BatchLearning:
                 passed = min(ages_now, default=0.0)
             else:
                 passed = max(ages_now, default=0.0)
-            previous = self.learner.schedule(group)
             done = [t for t in previous.times if t <= passed] if previous is not None else []
             solve = functools.partial(
                 solve_for, done=done, complete=self.learner.earlier.get(group, [])
             )
             work = loop.run_in_executor(None, solve, finished, ages, prior, self.cadence)
             self._solving.add(group)
-            self._spawn(self._adopt(group, work, count))
+            self._spawn(self._adopt(group, work, count, (finished, ages)))
 
-    async def _adopt(self, group: str, work: asyncio.Future[PollSchedule], count: int) -> None:
+    async def _adopt(
+        self,
+        group: str,
+        work: asyncio.Future[PollSchedule],
+        count: int,
+        source: tuple[list[float], list[float]],
+    ) -> None:
         try:
             schedule = await work
         except Exception:  # a bug in a solve must not stop the batch: the old schedule stays
@@ -146,5 +163,5 @@ class BatchLearning:
             return
         finally:
             self._solving.discard(group)
-        self.learner.store(group, schedule, count)
+        self.learner.store(group, schedule, count, source)
         self._on_schedule(group)

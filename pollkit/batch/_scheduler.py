@@ -588,9 +588,13 @@ class Scheduler:
         age = time.monotonic() - job.since
         if state.is_terminal:
             if job.fresh:
-                # It ended between the last observation and this one: the middle is the
-                # estimate (counting the whole wait would teach the cadence its own lag).
-                ended = age if not polled else (job.seen_at + age) / 2
+                # It ended between the last observation and this one (counting the whole
+                # wait would teach the cadence its own lag): see `PollSchedule.ended_between`.
+                ended = (
+                    age
+                    if not polled
+                    else self._learning.ended_between(job.kind, job.seen_at, age, self.rng.random())
+                )
                 self._learning.finished(job.kind, job.since, ended)
             self._spawn(self._finish(job, state))
             return
@@ -605,12 +609,17 @@ class Scheduler:
         self._push(job, delay)
 
     def _running(self, group: str) -> list[tuple[float, float]]:
-        """(submitted, age) of the group's running jobs that teach the cadence."""
-        now = time.monotonic()
+        """(submitted, age when last seen running) of the group's running jobs that teach the
+        cadence.
+
+        Not their age now: a job not polled since is not known to be running still, and
+        counting it as such would say that fewer jobs end young than do (a batch's first
+        poll burst, half sent, would look like a thousand jobs that outlived it).
+        """
         return [
-            (job.since, now - job.since)
-            for _, _, job in self._heap
-            if job.fresh and self._learning.group(job.kind) == group
+            (job.since, job.seen_at)
+            for _, seq, job in self._heap
+            if seq == job.seq and job.fresh and self._learning.group(job.kind) == group
         ]
 
     def _relearn(self, group: str) -> None:

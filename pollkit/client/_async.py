@@ -473,23 +473,28 @@ class AsyncClient:
                     seen.append(state.observed_at)
                     sink.job_status(job_id, state.status)
 
+                schedule = await self._schedule_for(engine, kind, chosen)
                 watch = await engine.wait(
                     job_id,
                     kind,
                     cadence=chosen,
                     on_state=on_state,
                     push=await self._start_push(),
-                    schedule=await self._schedule_for(engine, kind, chosen),
+                    schedule=schedule,
                     age=age,
                 )
                 state, polls = watch.state, watch.polls
                 if submitted_at is not None and state.is_terminal:
-                    # It ended between the last two observations: the middle is the estimate
-                    # (the last one alone would teach the cadence its own lag).
+                    # It ended between the last two observations (the last one alone would
+                    # teach the cadence its own lag): see `PollSchedule.ended_between`.
                     before = seen[-2] if len(seen) > 1 else submitted_at
+                    low = (before - submitted_at).total_seconds()
+                    high = (state.observed_at - submitted_at).total_seconds()
                     took = (
-                        before - submitted_at + (state.observed_at - before) / 2
-                    ).total_seconds()
+                        schedule.ended_between(low, high, self._rng.random())
+                        if schedule is not None
+                        else (low + high) / 2
+                    )
                     if took > 0:
                         group = duration_group(engine.provider.name, state.kind or kind)
                         self._learned().observe(group, took)

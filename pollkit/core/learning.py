@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pollkit.core.cadence import PollHints, capped_growth
 from pollkit.core.schedule import (
@@ -102,12 +102,14 @@ def duration_group(
 
 
 def lag_targets(cadence: Cadence) -> tuple[LagTarget, LagTarget]:
-    """The lags the schedule aims at, in the cadence's units: 55 % of the jobs noticed within
-    0.7 × `initial`, 96 % within 2.5 × `initial` — the 1 s and 3 s targets at the default
-    ``initial=1``, with margins for what the schedule does not see: the requests' own latency,
-    a batch's polls queueing behind each other when a thousand jobs share a poll age, and
-    durations known only between two polls."""
-    return LagTarget(0.7 * cadence.initial, 0.55), LagTarget(2.5 * cadence.initial, 0.96)
+    """The lags the schedule aims at, in the cadence's units: 54 % of the jobs noticed within
+    `initial`, 95.5 % within 2.8 × `initial` — the 1 s and 3 s targets at the default
+    ``initial=1``, with margins for what the schedule does not see: a job is handed over
+    some tens of milliseconds after the poll that saw it end, and the distribution is known
+    from a sample. The margin of the first target is in its share: on the grid of
+    `initial` / 5 the next lag down from 1 s is 0.8 s, a fifth more polls at the peak of
+    finishes; one of the second's is in its lag, which costs little in the sparse tail."""
+    return LagTarget(1.0 * cadence.initial, 0.54), LagTarget(2.8 * cadence.initial, 0.955)
 
 
 def _quantile(values: Sequence[float], q: float) -> float:
@@ -159,13 +161,18 @@ def solve_for(
     # A step of a fifth of `initial` resolves the lag targets; no more than 400 steps, and
     # waits of at most 32 steps inside the schedule, keep a solve well under a second on a
     # loaded core (long jobs get a coarser grid and longer lags; past the schedule, backoff).
+    # Coarser steps are a quarter of `initial` doubled: whole divisors of the first target's
+    # lag, which a step of 0.4 × `initial` would round down to 0.8 (a fifth more polls).
+    # Doubling keeps the grids of successive solves aligned: the same poll ages.
     step = cadence.initial / 5
+    if horizon / step > 400:
+        step = cadence.initial / 4
     while horizon / step > 400:
-        step *= 2  # doubling keeps the grids of successive solves aligned: same poll ages
+        step *= 2
 
     tail = lognormal_survival(shape.median, shape.p95, step=step, horizon=horizon)
     survival = kaplan_meier(finished, running, step=step, tail=tail, min_at_risk=min_samples)
-    return solve_schedule(
+    schedule = solve_schedule(
         survival,
         step=step,
         targets=lag_targets(cadence),
@@ -173,6 +180,7 @@ def solve_for(
         rounds=5,
         done=done,
     )
+    return replace(schedule, survival=tuple(survival), step=step)
 
 
 def schedule_delay(
@@ -251,20 +259,27 @@ def _shifted(
 ) -> bool:
     """Whether the latest jobs' durations differ from the reference's beyond chance.
 
-    Compares the share of each that ended by the reference's median duration: a z-test at
-    3.5 standard errors (Greenwood's, so that an age few of the latest jobs reached counts
-    for little), plus 0.08 of slack for the approximations (durations are estimated between
-    two polls, more coarsely while the backoff still decides). Durations doubled move that
-    share from 0.5 to about 0.2: a window of 64 jobs sees it.
+    Compares the share of each that ended by the reference's median duration (or by a
+    younger age, while fewer than a quarter of the latest jobs were watched that long): a
+    z-test at 3.5 standard errors (Greenwood's, so that an age few of the
+    latest jobs reached counts for little), plus 0.04 of slack for the approximations
+    (durations are known only between two polls, drawn there from the distribution learned
+    before). Durations doubled move that share from 0.5 to about 0.2: 40–60 of the slower
+    jobs' finishes show it.
     """
     if not recent or not reference:
         return False
-    age = _quantile(reference, 0.5)
+    # No later than the age a quarter of the latest jobs were watched to (ended, or seen
+    # running; a job not yet polled tells nothing): past it, their share is not observed but
+    # extrapolated (at a batch's start, a few quick finishes among a thousand young jobs
+    # would look like every job being quick).
+    watched = [*recent, *(age for age in recent_running if age > 0)]
+    age = min(_quantile(reference, 0.5), _quantile(watched, 0.75))
     mine, mine_variance = _share_ended(recent, recent_running, age)
     theirs, their_variance = _share_ended(reference, reference_running, age)
     floor = 0.01 / (len(recent) + len(recent_running))  # a share of 0 or 1 is not certain
     error = math.sqrt(mine_variance + their_variance + floor)
-    return abs(mine - theirs) > 3.5 * error + 0.08
+    return abs(mine - theirs) > 3.5 * error + 0.04
 
 
 @dataclass(slots=True)
@@ -275,6 +290,7 @@ class _Group:
     shifted: bool = False  # the last inputs were the latest jobs alone
     solved_shifted: bool = False  # ...when the schedule was solved
     checked: int = 0  # finishes when a shift was last looked for
+    solved_from: tuple[float, ...] | None = None  # the durations alone it was solved from
 
 
 class Learner:
@@ -364,11 +380,36 @@ class Learner:
         found = self._groups.get(group)
         return found is not None and found.shifted
 
-    def store(self, group: str, schedule: PollSchedule, count: int) -> None:
-        """Keep a schedule solved from the inputs that reflected `count` finishes."""
+    def store(
+        self,
+        group: str,
+        schedule: PollSchedule,
+        count: int,
+        source: tuple[Sequence[float], Sequence[float]] | None = None,
+    ) -> None:
+        """Keep a schedule solved from the inputs that reflected `count` finishes.
+
+        Args:
+            source: The ``(durations, running ages)`` it was solved from, when they are known:
+                see `unchanged`.
+        """
         found = self._groups.setdefault(group, _Group())
         found.schedule, found.solved_at = schedule, count
         found.solved_shifted = found.shifted
+        found.solved_from = tuple(source[0]) if source is not None and not source[1] else None
+
+    def unchanged(self, group: str, finished: Sequence[float], running: Sequence[float]) -> bool:
+        """Whether a solve from these inputs would only repeat the schedule held: it was
+        solved from the same durations, and no running job is censored in either (a warm
+        cache that this run's jobs have not moved). Each solve costs a core for about half a
+        second, which a batch's polls would wait behind."""
+        found = self._groups.get(group)
+        return (
+            found is not None
+            and found.solved_from is not None
+            and not running
+            and found.solved_from == tuple(finished)
+        )
 
     def moved(self, group: str, running: Sequence[tuple[float, float]]) -> bool:
         """Whether the latest jobs now look (un)like the rest when the schedule was solved
@@ -382,11 +423,11 @@ class Learner:
         return found.shifted != found.solved_shifted
 
     def checkpoint(self, group: str) -> bool:
-        """Whether to check for a shift now: every quarter window of finishes, past one."""
+        """Whether to check for a shift now: every eighth of a window of finishes, past one."""
         found = self._groups.get(group)
         if found is None or len(found.finished) < self.window:
             return False
-        if len(found.finished) - found.checked < max(1, self.window // 4):
+        if len(found.finished) - found.checked < max(1, self.window // 8):
             return False
         found.checked = len(found.finished)
         return True

@@ -21,7 +21,7 @@ import bisect
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from statistics import NormalDist
 
 __all__ = [
@@ -65,16 +65,54 @@ class PollSchedule:
         times: Poll ages, increasing; the last one is where the distribution ends.
         requests: Expected status requests per job.
         shares: Per lag target, the share of jobs noticed within its lag.
+        survival: ``S(i·step)``, the distribution it was solved for (empty: not known).
+        step: The grid step of `survival`, seconds.
     """
 
     times: tuple[float, ...]
     requests: float
     shares: tuple[float, ...]
+    survival: tuple[float, ...] = field(default=(), repr=False, compare=False)
+    step: float = field(default=0.0, repr=False, compare=False)
 
     def next_after(self, age: float) -> float | None:
         """The first poll age strictly after `age`, or None past the last one."""
         index = bisect.bisect_right(self.times, age)
         return self.times[index] if index < len(self.times) else None
+
+    def ended_between(self, low: float, high: float, rand: float = 0.5) -> float:
+        """A duration for a job seen running at age `low` and ended at age `high`: drawn
+        from the distribution the schedule was solved for, between the two (`rand` is its
+        quantile there), else the middle.
+
+        The middle biases what is learned: a job that ended before its first poll at 6 s
+        would count as a 3 s job, though hardly any job ends that young, and the next solve
+        would poll every job at 3 s for them.
+        """
+        middle = (low + high) / 2
+        if not self.survival or self.step <= 0 or high <= low:
+            return middle
+        lower, upper = self._ended_by(low), self._ended_by(high)
+        if upper - lower < 1e-9:
+            return middle
+        wanted = lower + min(max(rand, 0.0), 1.0) * (upper - lower)
+        # The first grid point where F = 1 − S passes `wanted` (−S is non-decreasing), and
+        # F linear between it and the point before.
+        index = bisect.bisect_right(self.survival, wanted - 1.0, key=lambda s: -s)
+        index = min(max(index, 1), len(self.survival) - 1)
+        before, after = 1.0 - self.survival[index - 1], 1.0 - self.survival[index]
+        part = (wanted - before) / (after - before) if after > before else 1.0
+        return min(max((index - 1 + part) * self.step, low), high)
+
+    def _ended_by(self, age: float) -> float:
+        """F(age), linear between grid points (1 past the grid)."""
+        where = age / self.step
+        index = int(where)
+        if index >= len(self.survival) - 1:
+            return 1.0
+        part = where - index
+        below, above = self.survival[index], self.survival[index + 1]
+        return 1.0 - (below + part * (above - below))
 
 
 def lognormal_survival(
@@ -324,7 +362,8 @@ def solve_schedule(
     Args:
         survival: ``S(i·step)``, non-increasing from 1 to a last value of 0: the last grid
             point is where every job has ended.
-        step: Grid step, seconds; lags are rounded to whole steps.
+        step: Grid step, seconds; lags are rounded down to whole steps (a lag target is at
+            most, and a lag of 2.8 s on a grid of 0.5 s rounded to 3 s would exceed it).
         targets: Lag targets to meet.
         max_gap: Longest wait between two polls, seconds.
         rounds: Bisection steps per weight.
@@ -343,7 +382,7 @@ def solve_schedule(
         raise ValueError("at least one lag target is needed")
     if len(survival) < 2 or survival[-1] != 0.0:
         raise ValueError("survival must have ≥ 2 values and end at 0")
-    gaps = [max(1, round(t.lag / step)) for t in targets]
+    gaps = [max(1, math.floor(t.lag / step + 1e-9)) for t in targets]
     longest = max(1, int(max_gap / step))
     last = len(survival) - 1
     fixed: list[int] = []

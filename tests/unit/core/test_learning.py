@@ -61,8 +61,11 @@ def test_priors_per_provider_and_kind_read_in_the_cadences_units() -> None:
     assert quick.median == pytest.approx(0.1)
     assert quick.p95 == pytest.approx(0.4)
     fifty, ninety_five = lag_targets(Cadence(initial=0.5))
-    assert fifty.lag < 0.5
+    # The 1 s and 3 s in the cadence's units, a little stricter.
+    assert fifty.lag == 0.5
+    assert 0.5 < fifty.share < 0.6
     assert ninety_five.lag < 1.5
+    assert 0.95 < ninety_five.share < 0.97
 
 
 @pytest.mark.parametrize(
@@ -117,10 +120,13 @@ def test_schedule_delay_stays_within_the_policy(
 
 
 def test_a_schedule_solved_from_earlier_durations_keeps_to_the_targets() -> None:
-    earlier = _durations(400, seed=3)
+    earlier = _durations(1000, seed=3)  # a full cache (1,024 per group)
     schedule = solve_for(earlier, [], prior_for("magichour", "image"), CADENCE, complete=earlier)
-    # On other jobs of the same distribution it notices half of them within a second, 95%
-    # within three, with a handful of requests each.
+    assert schedule.shares[0] >= 0.54
+    assert schedule.shares[1] >= 0.955
+    # On other jobs of the same distribution: about half of them noticed within a second
+    # (54 % on the sample it was solved from; another sample differs by a point or two),
+    # 95 % within three, with a handful of requests each.
     others = _durations(2000, seed=4)
     lags, requests = [], 0
     for duration in others:
@@ -133,10 +139,9 @@ def test_a_schedule_solved_from_earlier_durations_keeps_to_the_targets() -> None
             if age >= duration:
                 lags.append(age - duration)
                 break
-    lags.sort()
-    assert lags[len(lags) // 2] <= 1.0
-    assert lags[int(0.95 * (len(lags) - 1))] <= 3.0
-    assert requests / len(others) < 7.0
+    assert sum(lag <= 1.0 for lag in lags) / len(lags) >= 0.48
+    assert sum(lag <= 3.0 for lag in lags) / len(lags) >= 0.95
+    assert requests / len(others) < 6.0
 
 
 def test_a_learner_trusts_earlier_runs_until_this_run_looks_different() -> None:
@@ -169,3 +174,28 @@ def test_a_learner_is_due_to_solve_as_its_finishes_grow() -> None:
     learner.store("g", SCHEDULE, 3)
     assert not learner.due("g")
     assert learner.known("g") == 3
+
+
+def test_a_learner_at_a_batchs_start_sees_no_shift_in_its_first_quick_finishes() -> None:
+    # A thousand jobs submitted at once, a few polled so far: the three that ended are the
+    # quick ones, and jobs not polled yet (seen at age 0) say nothing about their ends.
+    earlier = _durations(1000, seed=8)
+    learner = Learner({"g": earlier})
+    for i, seconds in enumerate([2.5, 3.1, 3.4]):
+        learner.finish("g", float(i), seconds)
+    running = [(float(i), 4.0 if i < 200 else 0.0) for i in range(3, 1000)]
+    finished, ages, _ = learner.inputs("g", running)
+    assert not learner.shifted("g")
+    assert finished == earlier  # earlier runs are trusted: nothing to solve again
+    assert ages == []
+
+
+def test_a_learner_knows_when_a_solve_would_repeat_the_schedule_it_holds() -> None:
+    earlier = _durations(300, seed=9)
+    learner = Learner({"g": earlier})
+    learner.store("g", SCHEDULE, 0, (earlier, []))
+    assert learner.unchanged("g", list(earlier), [])
+    assert not learner.unchanged("g", [*earlier, 9.0], [])  # a new duration
+    assert not learner.unchanged("g", list(earlier), [4.0])  # a running job censored
+    learner.store("g", SCHEDULE, 3, ([5.0], [1.0]))  # solved with censored ages
+    assert not learner.unchanged("g", [5.0], [])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 
 from pollkit.core.schedule import (
     LagTarget,
+    PollSchedule,
     kaplan_meier,
     lognormal_survival,
     solve_schedule,
@@ -138,7 +140,7 @@ def test_any_schedule_meets_its_targets_and_its_own_accounting(
     assert times[-1] == pytest.approx((len(survival) - 1) * step)
     assert schedule.requests == pytest.approx(_requests(survival, step, times), abs=1e-6)
     for target, met in zip(targets, schedule.shares, strict=True):
-        gap = max(1, round(target.lag / step)) * step
+        gap = max(1, math.floor(target.lag / step + 1e-9)) * step  # lags round down
         assert met == pytest.approx(_share(survival, step, times, gap), abs=1e-6)
         assert met >= target.share - 1e-9
     assert 1.0 - 1e-9 <= schedule.requests <= len(times) + 1e-9
@@ -154,3 +156,32 @@ def test_bad_input_is_refused() -> None:
     with pytest.raises(ValueError, match="log-normal"):
         lognormal_survival(-1.0, 2.0, step=1.0, horizon=10.0)
     assert math.isfinite(solve_schedule([1.0, 0.0], step=1.0).requests)
+
+
+def test_a_job_ended_between_two_polls_is_timed_by_the_learned_distribution() -> None:
+    step = 0.5
+    # Nobody ends before 5 s; half by 6 s; everyone by 10 s.
+    survival = [1.0] * 11 + [0.75, 0.5, 0.25, 0.2, 0.15, 0.1, 0.05, 0.02, 0.01, 0.0]
+    schedule = solve_schedule(survival, step=step)
+    learned = dataclasses.replace(schedule, survival=tuple(survival), step=step)
+    # Ended before its first poll at 6 s: the middle would say 3 s, when nobody ends so young.
+    assert schedule.ended_between(0.0, 6.0) == 3.0  # no distribution known: the middle
+    times = [learned.ended_between(0.0, 6.0, rand) for rand in (0.0, 0.25, 0.5, 0.999)]
+    assert all(5.0 <= t <= 6.0 for t in times)
+    assert times == sorted(times)
+    # Between two ages nobody ends at, or past the grid: the middle.
+    assert learned.ended_between(1.0, 3.0, 0.7) == 2.0
+    assert learned.ended_between(20.0, 30.0, 0.7) == 25.0
+
+
+@given(
+    low=st.floats(0.0, 12.0),
+    width=st.floats(0.0, 6.0),
+    rand=st.floats(0.0, 1.0),
+)
+def test_a_duration_between_two_polls_stays_between_them(
+    low: float, width: float, rand: float
+) -> None:
+    survival = lognormal_survival(8.0, 30.0, step=0.2, horizon=60.0)
+    schedule = PollSchedule((10.0, 60.0), 1.0, (0.5,), tuple(survival), 0.2)
+    assert low <= schedule.ended_between(low, low + width, rand) <= low + width

@@ -123,7 +123,7 @@ def test_a_schedule_solved_from_earlier_durations_keeps_to_the_targets() -> None
     earlier = _durations(1000, seed=3)  # a full cache (1,024 per group)
     schedule = solve_for(earlier, [], prior_for("magichour", "image"), CADENCE, complete=earlier)
     assert schedule.shares[0] >= 0.55
-    assert schedule.shares[1] >= 0.955
+    assert schedule.shares[1] >= 0.9625
     # On other jobs of the same distribution: about half of them noticed within a second
     # (55 % on the sample it was solved from; another sample differs by a point or two),
     # 95 % within three, with a handful of requests each.

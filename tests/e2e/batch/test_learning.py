@@ -123,11 +123,11 @@ async def test_a_shift_of_durations_mid_batch_is_followed_within_a_few_dozen_fin
     assert {r.status for r in results} == {Status.COMPLETE}
     before = [s for count, shifted, s in solved if not shifted and count >= 20]
     after = [(count, s) for count, shifted, s in solved if shifted]
-    assert before, "a schedule was learned from the first half"
+    assert before, "a schedule was learned from the quicker jobs"
     assert after, "the shift was seen"
     first_count, _ = after[0]
-    # Seen within 80 of the slower jobs' finishes (all 100 quick ones may be in; 40–60 in
-    # most runs, the slack for a loaded machine, where solves run longer).
+    # Seen within 80 of the slower jobs' finishes (all 100 quick ones may be in): measured
+    # 36–56 on an idle machine, up to 71 with a core busy, where solves run longer.
     assert first_count <= 100 + 80
     # …and the cadence follows it: the slower jobs that end last are noticed as soon.
     slow = [lags[r.job_id] for r in results[-40:]]

@@ -18,6 +18,7 @@ from typing import Any
 from pollkit.core.cadence import DurationModel, PollHints, next_poll_delay
 from pollkit.core.learning import (
     Learner,
+    duration_between,
     duration_group,
     prior_for,
     schedule_delay,
@@ -109,10 +110,7 @@ class BatchLearning:
 
     def ended_between(self, kind: str | None, low: float, high: float, rand: float) -> float:
         """A duration for a job of `kind` seen running at age `low` and ended at `high`."""
-        schedule = self.learner.schedule(self.group(kind))
-        if schedule is None:
-            return (low + high) / 2
-        return schedule.ended_between(low, high, rand)
+        return duration_between(self.learner.schedule(self.group(kind)), low, high, rand)
 
     def finished(self, kind: str | None, submitted: float, seconds: float) -> None:
         """A job submitted (or first seen running) at `submitted` ended after `seconds`."""

@@ -20,7 +20,7 @@ from pollkit.batch.journal._open import JournalArgument, open_journal
 from pollkit.client import _duration_cache
 from pollkit.client._engine import Engine
 from pollkit.core.cadence import DurationModel
-from pollkit.core.learning import duration_group, prior_for, solve_for
+from pollkit.core.learning import duration_between, duration_group, prior_for, solve_for
 from pollkit.core.schedule import PollSchedule
 from pollkit.display._progress import NullProgress, ProgressSink, TqdmProgress
 from pollkit.download._destination import Destination, resolve_directory
@@ -490,11 +490,7 @@ class AsyncClient:
                     before = seen[-2] if len(seen) > 1 else submitted_at
                     low = (before - submitted_at).total_seconds()
                     high = (state.observed_at - submitted_at).total_seconds()
-                    took = (
-                        schedule.ended_between(low, high, self._rng.random())
-                        if schedule is not None
-                        else (low + high) / 2
-                    )
+                    took = duration_between(schedule, low, high, self._rng.random())
                     if took > 0:
                         group = duration_group(engine.provider.name, state.kind or kind)
                         self._learned().observe(group, took)

@@ -33,6 +33,7 @@ __all__ = [
     "PRIORS",
     "Learner",
     "Prior",
+    "duration_between",
     "duration_group",
     "lag_targets",
     "prior_for",
@@ -241,6 +242,17 @@ def schedule_delay(
     if cadence.timeout is not None:
         delay = min(delay, cadence.timeout - waited)
     return max(delay, 0.0)
+
+
+def duration_between(
+    schedule: PollSchedule | None, low: float, high: float, rand: float = 0.5
+) -> float:
+    """A duration for a job seen running at age `low` and ended by age `high`: drawn from the
+    distribution `schedule` was solved for (`PollSchedule.ended_between`), or the middle of
+    the two while no schedule is known."""
+    if schedule is None:
+        return (low + high) / 2
+    return schedule.ended_between(low, high, rand)
 
 
 def _share_ended(

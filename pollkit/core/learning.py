@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from statistics import NormalDist
 
 from pollkit.core.cadence import PollHints, capped_growth
 from pollkit.core.schedule import (
@@ -26,6 +27,7 @@ from pollkit.core.schedule import (
     kaplan_meier,
     lognormal_survival,
     solve_schedule,
+    timeline,
 )
 from pollkit.policies import Cadence
 
@@ -144,7 +146,10 @@ def solve_for(
     Args:
         finished: Durations of comparable jobs that ended (this run's and earlier runs').
         running: Ages of comparable jobs still running in this run.
-        prior: Used while fewer than `min_samples` durations are known.
+        prior: Used while fewer than `min_samples` durations are known. While jobs still
+            run, it (or `complete`) gives the tail past what was observed only its spread:
+            its scale follows the jobs watched (`_scaled`), so that jobs slower than it
+            (durations that shifted since) are still inside the schedule.
         cadence: Its `initial` scales the lag targets and the grid; its `maximum` is the
             longest wait between two polls.
         min_samples: Durations needed before they, not the prior, shape the tail.
@@ -164,6 +169,10 @@ def solve_for(
         # Durations seen while comparable jobs still run are the quick ones: the tail past
         # them follows the prior's shape (conditioned on the ages reached), not theirs.
         shape = prior
+    if running:
+        # …its spread, at the scale of the jobs running now (slower than earlier runs', or
+        # than the prior says, the tail and the horizon stretch with them).
+        shape = _scaled(shape, finished, running, min_samples)
     observed = max([*finished, *running], default=0.0)
     sigma = math.log(max(shape.p95 / shape.median, 1.0 + 1e-9)) / 1.6448536269514722
     far = shape.median * math.exp(2.33 * sigma)  # the log-normal's 99th percentile
@@ -193,6 +202,26 @@ def solve_for(
         done=done,
     )
     return replace(schedule, survival=tuple(survival), step=step)
+
+
+def _scaled(shape: Prior, finished: Sequence[float], running: Sequence[float], least: int) -> Prior:
+    """`shape` moved in scale (its spread kept) to agree with the Kaplan–Meier estimate at
+    the oldest age still observed (`least` jobs, ended or running, at least that old), which
+    is where `kaplan_meier` hands over to the tail; `shape` itself while fewer than `least`
+    jobs ended by then."""
+    ages = sorted([*finished, *running])
+    if len(ages) < least:
+        return shape
+    age = ages[len(ages) - least]
+    if age <= 0 or sum(d <= age for d in finished) < least:
+        return shape
+    ended, _ = _share_ended(finished, running, age)
+    if not 0.0 < ended < 1.0:
+        return shape
+    spread = shape.p95 / shape.median
+    sigma = math.log(max(spread, 1.0 + 1e-9)) / 1.6448536269514722
+    median = age * math.exp(-sigma * NormalDist().inv_cdf(ended))
+    return Prior(median=median, p95=median * spread)
 
 
 def schedule_delay(
@@ -260,7 +289,7 @@ def _share_ended(
 ) -> tuple[float, float]:
     """Kaplan–Meier estimate of the share of jobs ended by `age`, and its variance
     (Greenwood's formula: few jobs observed that far, a wide error)."""
-    events = sorted([(d, 1) for d in finished] + [(a, 0) for a in running])
+    events = timeline(finished, running)
     at_risk = len(events)
     survival = 1.0
     spread = 0.0

@@ -31,6 +31,7 @@ __all__ = [
     "kaplan_meier",
     "lognormal_survival",
     "solve_schedule",
+    "timeline",
 ]
 
 _Z95 = NormalDist().inv_cdf(0.95)
@@ -137,6 +138,14 @@ def lognormal_survival(
     return out
 
 
+def timeline(finished: Sequence[float], running: Sequence[float]) -> list[tuple[float, bool]]:
+    """Ends (True) and censorings (False, a running job's age) in order of age; at one age
+    the ends first, as Kaplan–Meier counts them: a job still running at that age was at risk
+    when the others ended."""
+    events = [(d, True) for d in finished] + [(a, False) for a in running]
+    return sorted(events, key=lambda event: (event[0], not event[1]))
+
+
 def kaplan_meier(
     finished: Sequence[float],
     running: Sequence[float],
@@ -164,7 +173,7 @@ def kaplan_meier(
     Returns:
         Survival values on the same grid as `tail`, non-increasing, the last one 0.
     """
-    events = sorted([(d, 1) for d in finished] + [(a, 0) for a in running])
+    events = timeline(finished, running)
     at_risk = len(events)
     survival = 1.0
     jumps: dict[float, float] = {}  # duration → the share of jobs that ended there

@@ -102,14 +102,6 @@ async def test_a_job_ten_times_slower_than_anything_learned_is_noticed_within_th
     assert outlier.polls < 0.75 * took / CADENCE.initial
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "issue 20 open: in about 1 run in 12 the slowest jobs after the shift outlive the"
-        " schedule (its tail is the prior's when no earlier run is cached) and are polled by"
-        " the backoff: the last 40 noticed 5-8 x initial late"
-    ),
-)
 async def test_a_shift_of_durations_mid_batch_is_followed_within_a_few_dozen_finishes(
     sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -137,7 +129,9 @@ async def test_a_shift_of_durations_mid_batch_is_followed_within_a_few_dozen_fin
     # Seen within 80 of the slower jobs' finishes (all 100 quick ones may be in): measured
     # 36–56 on an idle machine, up to 71 with a core busy, where solves run longer.
     assert first_count <= 100 + 80
-    # …and the cadence follows it: the slower jobs that end last are noticed as soon.
+    # …and the cadence follows it: the slower jobs that end last are noticed as soon. They
+    # outlive what the prior says (nothing cached here): the schedule's tail has their scale
+    # (measured: a median of 0.7–1.7 × initial over 22 runs, 8 × before the tail had it).
     slow = [lags[r.job_id] for r in results[-40:]]
     assert statistics.median(slow) <= 4 * CADENCE.initial
 

@@ -144,6 +144,23 @@ def test_a_schedule_solved_from_earlier_durations_keeps_to_the_targets() -> None
     assert requests / len(others) < 6.0
 
 
+@pytest.mark.parametrize("scale", [0.5, 1.0, 3.0])
+def test_the_tail_past_what_was_observed_has_the_scale_of_the_running_jobs(scale: float) -> None:
+    # Jobs `scale` times as long as the prior's, all watched to the age by which about half
+    # of them ended; the rest still run. Past that age only the prior's spread is known.
+    durations = _durations(400, seed=10, scale=scale)
+    age = sorted(durations)[200]
+    finished = [d for d in durations if d <= age]
+    running = [age for d in durations if d > age]
+    schedule = solve_for(finished, running, prior_for("magichour", "image"), CADENCE)
+    end = (len(schedule.survival) - 1) * schedule.step
+    slowest = sorted(durations)[int(0.99 * len(durations))]
+    # The schedule reaches the slowest percent of the jobs (no backoff for them)…
+    assert sum(d > end for d in durations) / len(durations) <= 0.02
+    # …and no further than twice as far.
+    assert end <= 2 * slowest
+
+
 def test_a_learner_trusts_earlier_runs_until_this_run_looks_different() -> None:
     earlier = _durations(300, seed=5)
     learner = Learner({"g": earlier})

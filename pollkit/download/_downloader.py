@@ -512,8 +512,12 @@ class Downloader:
         async def settle() -> None:
             nonlocal in_flight
             if in_flight is not None:
-                future, in_flight = in_flight, None
-                counter.add(await future)
+                # Shielded: a thread's write cannot be stopped, and a cancel here must not
+                # orphan it (the `.part` would grow after the task ended, under a resume that
+                # measured it): the `finally` below waits for it to land.
+                written = await asyncio.shield(in_flight)
+                in_flight = None
+                counter.add(written)
 
         async def submit(batch: list[bytes], size: int) -> None:
             nonlocal in_flight

@@ -4,6 +4,7 @@ resuming from the bytes already on disk wherever the server allows it."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from pollkit import AsyncClient, MagicHour, Output, RetryPolicy, Status, UnsafeP
 from pollkit.cli import main
 from pollkit.download import _downloader as download
 from pollkit.download._downloader import Downloader
+from pollkit.download._partfile import PartFile
 from pollkit.policies import DownloadPolicy
 from pollkit.sim import Scenario, Simulator, ThreadedSimulator
 from pollkit.sim.transfer._archives import archive_info
@@ -102,6 +104,42 @@ async def test_stalled_body_is_abandoned_and_the_range_retried(tmp_path: Path) -
     assert stats["download_faults"]["stall"] == 1
     assert stats["by_status"]["206"] == 1
     assert elapsed < 5, "the stall was waited out instead of detected"
+
+
+async def test_a_cancel_during_a_write_waits_for_it_to_land(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write already in its thread cannot be stopped: the cancelled download ends only once
+    it landed, so the `.part` a resume measures does not grow after it."""
+    monkeypatch.setattr(download, "TAKE_OVER_FROM", 1 << 62)  # aiohttp's pieces
+    entered, release = threading.Event(), threading.Event()
+    original = PartFile.write
+
+    def held(self: PartFile, pieces: list[bytes]) -> int:
+        if self.written >= 4 * MiB and not entered.is_set():
+            entered.set()
+            release.wait(30)
+        return original(self, pieces)
+
+    monkeypatch.setattr(PartFile, "write", held)
+    size = 16 * MiB
+    async with Simulator(FROZEN) as sim, client_for(sim) as client:
+        url = f"{sim.url}/_sim/blobs/big.bin?size={size}"
+        task = asyncio.create_task(client.download(Output(url=url), tmp_path, name="big.bin"))
+        loop = asyncio.get_running_loop()
+        assert await loop.run_in_executor(None, entered.wait, 30)
+        task.cancel()
+        # Still waiting for the held write (a second is ample for a cancel to go through).
+        done, _ = await asyncio.wait({task}, timeout=1.0)
+        assert not done, "the cancelled download ended before its write landed"
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        part = tmp_path / "big.bin.part"
+        kept = part.stat().st_size
+        assert kept > 4 * MiB  # the held write is in
+        saved = await client.download(Output(url=url), tmp_path, name="big.bin")
+    assert saved.sha256 == blob_sha256(size, 0)
 
 
 @pytest.mark.usefixtures("receiver")

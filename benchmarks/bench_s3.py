@@ -29,7 +29,6 @@ import hashlib
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchmarks.simprocess import SimProcess
+from benchmarks.simprocess import SimProcess, free_port
 from pollkit import AsyncClient, DownloadPolicy, MagicHour
 from pollkit.download._destination import Destination, _Put
 from pollkit.models import Output
@@ -48,13 +47,6 @@ from pollkit.sim.transfer._blobs import blob_chunks, blob_sha256
 
 MIB = 1 << 20
 SETS = {"4mib": (48, 4 * MIB), "120mib": (2, 120 * MIB)}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class MotoProcess:

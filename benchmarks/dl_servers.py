@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
-from benchmarks.simprocess import SimProcess
+from benchmarks.simprocess import SimProcess, free_port
 from pollkit.sim.transfer._blobs import blob_chunks, blob_sha256
 
 __all__ = ["Blob", "FileSet", "Nginx", "Server", "Simulator", "nginx_version"]
@@ -77,13 +77,6 @@ def nginx_version() -> str | None:
     return reply.stderr.strip().rpartition("/")[2] or "?"  # "nginx version: nginx/1.22.1"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 _NGINX_CONF = """\
 daemon off;
 worker_processes 1;
@@ -113,7 +106,7 @@ class Nginx:
     removed on exit), serving the files of the set it publishes."""
 
     def __init__(self) -> None:
-        self._port = _free_port()
+        self._port = free_port()
         self.title = f"nginx {nginx_version()} (sendfile, access log off, 1 worker)"
 
     def __enter__(self) -> Nginx:

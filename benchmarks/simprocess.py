@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from types import TracebackType
 from typing import Any
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 nothing listens on (until something binds it)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 class SimProcess:

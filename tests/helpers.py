@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import socket
 import struct
 import zlib
 from collections.abc import Callable
@@ -89,3 +90,11 @@ def assert_valid_png(data: bytes) -> tuple[int, int]:
     width, height = struct.unpack(">II", data[16:24])
     assert len(zlib.decompress(idat)) > 0
     return width, height
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 nothing listens on (until something binds it)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

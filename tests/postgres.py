@@ -13,11 +13,12 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
 from pathlib import Path
+
+from tests.helpers import free_port
 
 _INSTALL = (
     "PostgreSQL's server binaries (initdb, pg_ctl) were not found in /usr/lib/postgresql/*/bin"
@@ -39,13 +40,6 @@ def find_bin_dir() -> Path:
     raise RuntimeError(_INSTALL)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 class PostgresServer:
     """One throw-away server; `start` it, make databases, `stop` it (also on failure)."""
 
@@ -54,7 +48,7 @@ class PostgresServer:
         self.root = Path(tempfile.mkdtemp(prefix="pollkit-pg-"))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
-        self.port = _free_port()
+        self.port = free_port()
         self.user = "pollkit"
         self._as: list[str] = []
         if os.geteuid() == 0:

@@ -35,6 +35,7 @@ from pollkit.cli import main
 from pollkit.client._pixyz import PixyzClient
 from pollkit.providers.pixyz import Pixyz
 from pollkit.sim import Scenario, Simulator, ThreadedSimulator
+from tests.helpers import free_port
 
 QUICK = Scenario(time_scale=1000.0, queue_delay=(1.0, 3.0), render_time=(5.0, 20.0))
 CADENCE = Cadence(initial=0.005, maximum=0.05, timeout=30)
@@ -96,9 +97,7 @@ async def test_a_500_or_a_lost_reply_after_receipt_stays_ambiguous_on_magic_hour
 
 
 async def test_a_refused_connection_is_retried_until_the_server_is_up(tmp_path: Path) -> None:
-    with socket.socket() as probe:  # a port nothing listens on, until the simulator does
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens on it, until the simulator does
     refused = asyncio.Event()
 
     class Watch(logging.Handler):

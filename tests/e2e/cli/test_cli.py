@@ -14,7 +14,7 @@ import pytest
 from pollkit.cli import main
 from pollkit.cli.check_result import ExitCode
 from pollkit.sim import Scenario, ThreadedSimulator
-from tests.helpers import assert_valid_png, job_stats, sha256_file
+from tests.helpers import assert_valid_png, free_port, job_stats, sha256_file
 
 ROOT = Path(__file__).resolve().parents[3]
 # Real time, but short: a job is done within 40 ms.
@@ -116,11 +116,7 @@ def test_bad_usage_exits_2(sim: ThreadedSimulator, capsys: pytest.CaptureFixture
 def test_unreachable_server_is_a_network_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import socket
-
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nobody listens on it
     url = f"http://127.0.0.1:{port}"
     code = main(["check-result", "cx", "--base-url", url, "--api-key", "k", "--retries", "0"])
     assert code == ExitCode.NETWORK_ERROR

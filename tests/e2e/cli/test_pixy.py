@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import pytest
 from pollkit.cli import main
 from pollkit.cli.pixy import ExitCode
 from pollkit.sim import Scenario, ThreadedSimulator
-from tests.helpers import assert_valid_png, job_stats, sha256_file
+from tests.helpers import assert_valid_png, free_port, job_stats, sha256_file
 
 QUICK = Scenario(time_scale=1000.0, queue_delay=10.0, render_time=30.0)
 UNKNOWN = "0b6f3c1e-2d4a-4f7b-9a51-3e2c7d8f9a10"
@@ -155,9 +154,7 @@ def test_key_and_url_come_from_the_environment(
 
 
 def test_unreachable_server_is_a_network_error(capsys: pytest.CaptureFixture[str]) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nobody listens on it
     url = f"http://127.0.0.1:{port}"
     assert (
         main(["pixy", "get", UNKNOWN, "--base-url", url, "--api-key", "k", "--retries", "0"]) == 7

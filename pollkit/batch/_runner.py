@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from pollkit.batch._scheduler import BatchItem, Scheduler
     from pollkit.batch.journal._postgres import PostgresJournal
 
-__all__ = ["Runner", "batch_events"]
+__all__ = ["Runner", "batch_events", "batch_row"]
 
 _log = logging.getLogger("pollkit.runner")
 
@@ -60,7 +60,13 @@ def batch_events(
     return scheduler.events(items)
 
 
-def _row(item: BatchItem) -> tuple[str, str, str | None]:
+def batch_row(item: BatchItem) -> tuple[str, str, str | None]:
+    """A batch item as the shared journal loads it: its key, its spec's canonical JSON, and
+    its job id when the item is one (an existing job to follow, not a spec to submit).
+
+    Raises:
+        ConfigurationError: The item is none of a spec, a job id or ``(key, spec)``.
+    """
     if isinstance(item, str):
         return f"job:{item}", canonical_json({"job_id": item}), item
     if isinstance(item, tuple):
@@ -159,7 +165,7 @@ class Runner:
             StorageError: The journal's server stayed away too long.
         """
         journal = self.journal
-        rows = [_row(item) for item in items]
+        rows = [batch_row(item) for item in items]
         started = time.monotonic()
         await claims.register(journal, self.id, socket.gethostname(), os.getpid(), journal.lease)
         self._renewed = started

@@ -31,7 +31,7 @@ from typing import Any
 from distributed import Client, Future
 
 from pollkit._loopthread import LoopThread
-from pollkit.batch._runner import _row
+from pollkit.batch._runner import batch_row
 from pollkit.batch._scheduler import BatchItem
 from pollkit.batch._settled import result_of
 from pollkit.batch.journal import _pg_claims as claims
@@ -208,7 +208,7 @@ async def run_on_cluster(
         retry=retry,
         download=download,
     )
-    rows = [_row(item) for item in items]
+    rows = [batch_row(item) for item in items]
     keys = {key for key, _, _ in rows}
     sink: ProgressSink
     # One bar of jobs for the whole batch, and one of the bytes its runners delivered.

@@ -136,6 +136,27 @@ async def test_a_shift_of_durations_mid_batch_is_followed_within_a_few_dozen_fin
     assert statistics.median(slow) <= 4 * CADENCE.initial
 
 
+async def test_a_cold_batch_polls_its_scouts_until_the_first_jobs_end(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    # Nothing cached: 200 jobs submitted at once, all running for a few `initial` at least.
+    plans = batch_durations(200, seed=4)
+    for queue, render in plans:
+        sim.plan_next("complete", queue_delay=queue, render_time=render)
+    results, lags = await run_batch(sim, tmp_path, 200, journal=False)
+    assert {r.status for r in results} == {Status.COMPLETE}
+    polls = {r.key: r.polls for r in results}
+    scouts = [polls[f"job-{i}"] for i in range(batch_learning.SCOUTS)]
+    others = [polls[f"job-{i}"] for i in range(batch_learning.SCOUTS, 200)]
+    # The scouts were polled every `initial` until the first ends; the others waited for
+    # the schedule those ends gave, a poll or more fewer each…
+    assert statistics.mean(others) <= statistics.mean(scouts) - 1
+    # …and none was left behind: each noticed within the cadence's longest wait. (How soon
+    # at the median is measured in benchmarks/: at this time scale a solve's CPU, a few
+    # tenths of a second, is several `initial`.)
+    assert max(lags.values()) <= CADENCE.maximum
+
+
 async def test_check_result_on_a_kind_seen_before_polls_by_the_schedule(
     sim: Simulator, tmp_path: Path
 ) -> None:

@@ -44,12 +44,20 @@ __all__ = [
 ]
 
 
+_Z95 = NormalDist().inv_cdf(0.95)
+
+
 @dataclass(frozen=True, slots=True)
 class Prior:
     """A log-normal guess of a job's duration (seconds from submission to its end)."""
 
     median: float
     p95: float
+
+    @property
+    def sigma(self) -> float:
+        """The spread: the standard deviation of the log-duration (near 0 when p95 = median)."""
+        return math.log(max(self.p95 / self.median, 1.0 + 1e-9)) / _Z95
 
 
 #: What pollkit assumes before it has seen a job of a kind end. Magic Hour's images take
@@ -174,8 +182,7 @@ def solve_for(
         # than the prior says, the tail and the horizon stretch with them).
         shape = _scaled(shape, finished, running, min_samples)
     observed = max([*finished, *running], default=0.0)
-    sigma = math.log(max(shape.p95 / shape.median, 1.0 + 1e-9)) / 1.6448536269514722
-    far = shape.median * math.exp(2.33 * sigma)  # the log-normal's 99th percentile
+    far = shape.median * math.exp(2.33 * shape.sigma)  # the log-normal's 99th percentile
     horizon = max(far, 1.25 * observed, 4 * cadence.initial)
     if cadence.timeout is not None:
         horizon = min(horizon, cadence.timeout)
@@ -218,10 +225,8 @@ def _scaled(shape: Prior, finished: Sequence[float], running: Sequence[float], l
     ended, _ = _share_ended(finished, running, age)
     if not 0.0 < ended < 1.0:
         return shape
-    spread = shape.p95 / shape.median
-    sigma = math.log(max(spread, 1.0 + 1e-9)) / 1.6448536269514722
-    median = age * math.exp(-sigma * NormalDist().inv_cdf(ended))
-    return Prior(median=median, p95=median * spread)
+    median = age * math.exp(-shape.sigma * NormalDist().inv_cdf(ended))
+    return Prior(median=median, p95=median * shape.p95 / shape.median)
 
 
 def schedule_delay(

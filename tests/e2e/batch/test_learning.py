@@ -137,25 +137,34 @@ async def test_a_shift_of_durations_mid_batch_is_followed_within_a_few_dozen_fin
 
 
 async def test_a_cold_batch_polls_its_scouts_until_the_first_jobs_end(
-    sim: Simulator, tmp_path: Path
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Nothing cached: 200 jobs submitted at once, all running for a few `initial` at least.
-    plans = batch_durations(200, seed=4)
-    for queue, render in plans:
-        sim.plan_next("complete", queue_delay=queue, render_time=render)
-    results, lags = await run_batch(sim, tmp_path, 200, journal=False)
-    assert {r.status for r in results} == {Status.COMPLETE}
+    async def cold_batch(scouts: int) -> tuple[list[Result], int]:
+        """200 jobs submitted at once, nothing cached: the results and the status requests."""
+        monkeypatch.setattr(batch_learning, "SCOUTS", scouts)
+        monkeypatch.setenv("POLLKIT_CACHE_DIR", str(tmp_path / f"cache-{scouts}"))
+        async with Simulator(SCENARIO) as sim:
+            for queue, render in batch_durations(200, seed=4):
+                sim.plan_next("complete", queue_delay=queue, render_time=render)
+            results, _ = await run_batch(sim, tmp_path / f"out-{scouts}", 200, journal=False)
+            requests = sum(job["status_requests"] for job in sim.stats()["jobs"])
+        # Every job was followed to its end (one left waiting would have hit the deadline).
+        assert {r.status for r in results} == {Status.COMPLETE}
+        return results, requests
+
+    results, requests = await cold_batch(64)
+    _, requests_everyone = await cold_batch(200)  # every job a scout: as before scouts
     polls = {r.key: r.polls for r in results}
-    scouts = [polls[f"job-{i}"] for i in range(batch_learning.SCOUTS)]
-    others = [polls[f"job-{i}"] for i in range(batch_learning.SCOUTS, 200)]
+    scouts = [polls[f"job-{i}"] for i in range(64)]
+    others = [polls[f"job-{i}"] for i in range(64, 200)]
     # The scouts were polled every `initial` until the first ends; the others waited for
-    # the schedule those ends gave, a poll or more fewer each…
-    assert statistics.mean(others) <= statistics.mean(scouts) - 1
-    # …and none was left behind: each noticed within the cadence's longest wait (and the
-    # hand-over, as for the outlier above; measured: 0.8–1.1 s). How soon at the median is
-    # measured in benchmarks/: at this time scale a solve's CPU, a few tenths of a second,
-    # is several `initial`.
-    assert max(lags.values()) <= CADENCE.maximum + 0.5
+    # the schedule those ends gave, fewer polls each (measured: 1.2–2.2 fewer), and the
+    # batch made fewer requests (measured: 460–700 against 580–860). How soon the results
+    # are noticed is measured in real time in benchmarks/ (bench_batch, cold): at this time
+    # scale a solve's CPU, a few tenths of a second, is several `initial`, and the lags of
+    # both batches are 7–17 × `initial` at the median, either one up to 1.8 × the other's.
+    assert statistics.mean(others) <= statistics.mean(scouts) - 0.5
+    assert requests < requests_everyone
 
 
 async def test_check_result_on_a_kind_seen_before_polls_by_the_schedule(

@@ -25,6 +25,7 @@ from pollkit.core.schedule import (
     LagTarget,
     PollSchedule,
     kaplan_meier,
+    lognormal_sigma,
     lognormal_survival,
     solve_schedule,
     timeline,
@@ -44,9 +45,6 @@ __all__ = [
 ]
 
 
-_Z95 = NormalDist().inv_cdf(0.95)
-
-
 @dataclass(frozen=True, slots=True)
 class Prior:
     """A log-normal guess of a job's duration (seconds from submission to its end)."""
@@ -57,7 +55,7 @@ class Prior:
     @property
     def sigma(self) -> float:
         """The spread: the standard deviation of the log-duration (near 0 when p95 = median)."""
-        return math.log(max(self.p95 / self.median, 1.0 + 1e-9)) / _Z95
+        return lognormal_sigma(self.median, self.p95)
 
 
 #: What pollkit assumes before it has seen a job of a kind end. Magic Hour's images take

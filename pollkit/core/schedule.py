@@ -29,6 +29,7 @@ __all__ = [
     "LagTarget",
     "PollSchedule",
     "kaplan_meier",
+    "lognormal_sigma",
     "lognormal_survival",
     "solve_schedule",
     "timeline",
@@ -116,6 +117,12 @@ class PollSchedule:
         return 1.0 - (below + part * (above - below))
 
 
+def lognormal_sigma(median: float, p95: float) -> float:
+    """The standard deviation of the log-duration of a log-normal given by its median and
+    95th percentile (a hair above 0 when they are equal)."""
+    return max(math.log(p95 / median) / _Z95, 1e-9)
+
+
 def lognormal_survival(
     median: float, p95: float, *, step: float, horizon: float, shift: float = 0.0
 ) -> list[float]:
@@ -127,8 +134,7 @@ def lognormal_survival(
     """
     if median <= 0 or step <= 0 or horizon <= 0 or p95 < median:
         raise ValueError(f"bad log-normal: median={median}, p95={p95}, step={step}")
-    sigma = max(math.log(p95 / median) / _Z95, 1e-9)
-    normal = NormalDist(math.log(median), sigma)
+    normal = NormalDist(math.log(median), lognormal_sigma(median, p95))
     count = math.ceil(horizon / step)
     out = []
     for i in range(count + 1):

@@ -16,7 +16,6 @@ This isolates the learning from the machine: `bench_batch.py` measures the real 
 from __future__ import annotations
 
 import argparse
-import math
 import random
 
 from pollkit.core.learning import prior_for, schedule_delay, solve_for
@@ -34,10 +33,11 @@ def draw(rng: random.Random) -> float:
     assert isinstance(queue, tuple)
     assert isinstance(render, LogNormal)
     low, high = queue
-    while True:
-        seconds = math.exp(rng.gauss(render.mu, render.sigma))
-        if render.maximum is None or seconds <= render.maximum:
-            return rng.uniform(low, high) + seconds
+    # The render time as the simulator draws it: a uniform share's quantile (truncation included).
+    share = rng.random()
+    while share == 0.0:  # the one value of [0, 1) with no quantile
+        share = rng.random()
+    return rng.uniform(low, high) + render.quantile(share)
 
 
 def run(
